@@ -1,0 +1,29 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+CONFIG ?= serve_config.yaml
+export RAY_AUTH_MODE ?= disabled
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install weights serve test lint
+
+install: $(STAMP) weights
+
+$(STAMP): pyproject.toml scripts/install.sh
+	bash scripts/install.sh $(VENV)
+	touch $(STAMP)
+
+weights: $(STAMP)
+	$(PY) -m app.weights prepare --config $(CONFIG)
+
+serve: install
+	$(VENV)/bin/serve run $(CONFIG)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check app deployments tests
+	$(VENV)/bin/mypy app deployments
+
+test: install lint
+	$(PY) -m pytest -q -ra
+

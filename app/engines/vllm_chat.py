@@ -1,0 +1,90 @@
+"""Chat on vLLM's AsyncLLM: continuous batching, streaming deltas, abort on cancellation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from app.engines.base import EngineStats, GenerationDelta, SamplingSettings
+
+
+def cpu_environment(kv_cache_space_gb: int) -> dict[str, str]:
+    """Environment a CPU replica needs before vLLM is imported (set through the replica's runtime_env)."""
+    return {
+        "VLLM_CPU_KVCACHE_SPACE": str(kv_cache_space_gb),
+        "VLLM_WORKER_MULTIPROC_METHOD": "spawn",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+
+
+class VllmChatEngine:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_model_len: int,
+        dtype: Literal["auto", "bfloat16", "float16", "float32"],
+        enforce_eager: bool,
+        gpu_memory_utilization: float,
+        seed: int = 0,
+    ) -> None:
+        from vllm import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        args = AsyncEngineArgs(
+            model=str(path),
+            dtype=dtype,
+            enforce_eager=enforce_eager,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            disable_log_stats=True,
+            seed=seed,
+        )
+        self._engine: Any = AsyncLLM.from_engine_args(args)
+        self.stats = EngineStats()
+
+    async def generate(
+        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
+    ) -> AsyncGenerator[GenerationDelta, None]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        params = SamplingParams(
+            max_tokens=sampling.max_tokens,
+            temperature=sampling.temperature,
+            top_p=sampling.top_p,
+            seed=sampling.seed,
+            stop=list(sampling.stop) or None,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        self.stats.started += 1
+        finished = False
+        try:
+            async for out in self._engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params, request_id):
+                completion = out.outputs[0]
+                reason = completion.finish_reason if out.finished else None
+                yield GenerationDelta(
+                    text=completion.text,
+                    num_tokens=len(completion.token_ids),
+                    finish_reason="length" if reason == "length" else ("stop" if out.finished else None),
+                )
+            finished = True
+        finally:
+            if finished:
+                self.stats.finished += 1
+            else:
+                # vLLM aborts its own request when generate() is cancelled; abort again for other exits.
+                self.stats.aborted += 1
+                await self._engine.abort(request_id)
+
+    def check_health(self) -> None:
+        if self._engine.errored:
+            raise RuntimeError(f"vLLM engine is dead: {self._engine.dead_error}")
+
+    def shutdown(self) -> None:
+        self._engine.shutdown()

@@ -1,0 +1,111 @@
+"""OpenAI-shaped errors and the one mapping from exceptions to them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from pydantic import BaseModel, ValidationError
+
+
+class ErrorInfo(BaseModel):
+    """An error as a value: what a replica returns, and what the ingress renders as the OpenAI error body."""
+
+    status: int
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class OpenAIError(Exception):
+    """An exception that carries its OpenAI error; subclasses fix status, type and code."""
+
+    status = 500
+    type = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(status=self.status, message=self.message, type=self.type, param=self.param, code=self.code)
+
+
+class InvalidRequest(OpenAIError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ContextLengthExceeded(InvalidRequest):
+    code = "context_length_exceeded"
+
+
+class ModelNotSupported(InvalidRequest):
+    code = "model_not_supported"
+
+
+class ModelNotFound(OpenAIError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFound(OpenAIError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
+class PayloadTooLarge(OpenAIError):
+    status = 413
+    type = "invalid_request_error"
+    code = "payload_too_large"
+
+
+class ServiceUnavailable(OpenAIError):
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+
+class UpstreamTimeout(OpenAIError):
+    status = 504
+    type = "server_error"
+    code = "timeout"
+
+
+def validation_error(exc: ValidationError) -> ErrorInfo:
+    """400 naming the first offending field, as OpenAI does (`param` is the field's dotted path)."""
+    first = exc.errors()[0]
+    loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
+    param = ".".join(loc) or None
+    where = f"'{param}'" if param else "the request body"
+    message = f"Invalid value for {where}: {first['msg']}."
+    if len(exc.errors()) > 1:
+        message += f" ({len(exc.errors()) - 1} more error(s))"
+    return ErrorInfo(status=400, message=message, type="invalid_request_error", param=param, code="invalid_value")
+
+
+def to_error_info(exc: BaseException) -> ErrorInfo:
+    """The one map from an exception to the OpenAI error and HTTP status the client sees."""
+    if isinstance(exc, OpenAIError):
+        return exc.info()
+    if isinstance(exc, ValidationError):
+        return validation_error(exc)
+    if isinstance(exc, json.JSONDecodeError):
+        return InvalidRequest(
+            f"The request body is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno}).",
+        ).info()
+    if isinstance(exc, UnicodeDecodeError):
+        return InvalidRequest("The request body is not valid UTF-8.").info()
+    if isinstance(exc, RecursionError):
+        return InvalidRequest("The request body is nested too deeply.").info()
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return UpstreamTimeout("The model did not answer in time.").info()
+    return ErrorInfo(status=500, message="The server had an error while processing your request.", type="server_error")

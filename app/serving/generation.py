@@ -1,0 +1,207 @@
+"""Chat and text completions: prompt -> token ids -> limits -> engine -> OpenAI response or SSE chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from app.engines.base import ChatEngine, GenerationDelta, SamplingSettings, Tokenizer
+from app.errors import ContextLengthExceeded, ErrorInfo, InvalidRequest, OpenAIError, to_error_info
+from app.protocol import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatDelta,
+    CompletionChoice,
+    CompletionRequest,
+    CompletionResponse,
+    Usage,
+)
+
+GenerationRequest = ChatCompletionRequest | CompletionRequest
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request_id: str
+    created: int
+    prompt_ids: list[int]
+    sampling: SamplingSettings
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_model_len: int
+    max_output_tokens: int
+
+
+def sse(payload: str) -> str:
+    return f"data: {payload}\n\n"
+
+
+class GenerationService:
+    def __init__(
+        self,
+        *,
+        model: str,
+        tokenizer: Tokenizer,
+        engine: ChatEngine,
+        limits: Limits,
+        clock: Callable[[], float] = time.time,
+        new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
+    ) -> None:
+        self.model = model
+        self._tokenizer = tokenizer
+        self._engine = engine
+        self._limits = limits
+        self._clock = clock
+        self._new_id = new_id
+
+    async def prepare(self, request: GenerationRequest) -> Prepared:
+        """Tokenize and check the request against the model's limits; raises an OpenAIError."""
+        if isinstance(request, ChatCompletionRequest):
+            messages = [{"role": _template_role(m.role), "content": m.text()} for m in request.messages]
+            prompt_ids = await asyncio.to_thread(self._tokenizer.render_chat, messages)
+            prefix, where, param = "chatcmpl-", "messages", "messages"
+        else:
+            prompt_ids = await asyncio.to_thread(self._tokenizer.encode, request.prompt_text())
+            prefix, where, param = "cmpl-", "prompt", "prompt"
+        if not prompt_ids:
+            raise InvalidRequest("The prompt is empty.", param=param)
+        context, limit, used = self._limits.max_model_len, self._limits.max_output_tokens, len(prompt_ids)
+        wanted = request.requested_max_tokens()
+        if wanted is not None and wanted > limit:
+            field = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
+            raise InvalidRequest(
+                f"{field} is too large: {wanted}. This model supports at most {limit} completion tokens.", param=field
+            )
+        if used >= context:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {context} tokens. However, your {where} resulted in "
+                f"{used} tokens. Please reduce the length of the {where}.",
+                param=param,
+            )
+        max_tokens = wanted if wanted is not None else min(limit, context - used)
+        if used + max_tokens > context:
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {context} tokens. However, you requested "
+                f"{used + max_tokens} tokens ({used} in the {where}, {max_tokens} in the completion). "
+                f"Please reduce the length of the {where} or completion.",
+                param=param,
+            )
+        sampling = SamplingSettings(
+            max_tokens=max_tokens,
+            temperature=request.temperature,
+            top_p=request.top_p,
+            seed=request.seed,
+            stop=request.stop_sequences(),
+        )
+        return Prepared(prefix + self._new_id(), int(self._clock()), list(prompt_ids), sampling)
+
+    async def create(self, request: GenerationRequest) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
+        try:
+            prepared = await self.prepare(request)
+        except OpenAIError as exc:
+            return exc.info()
+        text: list[str] = []
+        tokens = 0
+        finish: GenerationDelta | None = None
+        async with aclosing(self._generate(prepared)) as deltas:
+            async for delta in deltas:
+                text.append(delta.text)
+                tokens += delta.num_tokens
+                finish = delta
+        reason = finish.finish_reason if finish and finish.finish_reason else "length"
+        usage = _usage(len(prepared.prompt_ids), tokens)
+        if isinstance(request, ChatCompletionRequest):
+            return ChatCompletionResponse(
+                id=prepared.request_id,
+                created=prepared.created,
+                model=self.model,
+                choices=[ChatChoice(message=AssistantMessage(content="".join(text)), finish_reason=reason)],
+                usage=usage,
+            )
+        return CompletionResponse(
+            id=prepared.request_id,
+            created=prepared.created,
+            model=self.model,
+            choices=[CompletionChoice(text="".join(text), finish_reason=reason)],
+            usage=usage,
+        )
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | ErrorInfo]:
+        """SSE events without the final `[DONE]` (the ingress adds it). An ErrorInfo first means nothing started;
+        an ErrorInfo later is an error event inside the stream."""
+        try:
+            prepared = await self.prepare(request)
+        except OpenAIError as exc:
+            yield exc.info()
+            return
+        chunk = _ChunkShaper(request, prepared, self.model)
+        if isinstance(request, ChatCompletionRequest):
+            yield sse(chunk.chat(ChatDelta(role="assistant", content="")))
+        tokens = 0
+        try:
+            # aclosing: a consumer that stops early (client gone) closes the engine's generator now, which aborts
+            # the engine request, instead of whenever the garbage collector gets to it.
+            async with aclosing(self._generate(prepared)) as deltas:
+                async for delta in deltas:
+                    tokens += delta.num_tokens
+                    if delta.text or delta.finish_reason:
+                        yield sse(chunk.delta(delta))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            yield to_error_info(exc)
+            return
+        if request.include_usage:
+            yield sse(chunk.usage(_usage(len(prepared.prompt_ids), tokens)))
+
+    def _generate(self, prepared: Prepared) -> AsyncGenerator[GenerationDelta, None]:
+        return self._engine.generate(prepared.prompt_ids, prepared.sampling, prepared.request_id)
+
+
+class _ChunkShaper:
+    """Builds the stream's JSON chunks in the shape the client asked for."""
+
+    def __init__(self, request: GenerationRequest, prepared: Prepared, model: str) -> None:
+        self._is_chat = isinstance(request, ChatCompletionRequest)
+        self._id, self._created, self._model = prepared.request_id, prepared.created, model
+
+    def chat(self, delta: ChatDelta, finish_reason: str | None = None) -> str:
+        choice = ChatChunkChoice.model_validate({"delta": delta, "finish_reason": finish_reason})
+        return ChatCompletionChunk(
+            id=self._id, created=self._created, model=self._model, choices=[choice]
+        ).model_dump_json()
+
+    def delta(self, delta: GenerationDelta) -> str:
+        if self._is_chat:
+            return self.chat(ChatDelta(content=delta.text or None), delta.finish_reason)
+        choice = CompletionChoice(text=delta.text, finish_reason=delta.finish_reason)
+        return CompletionResponse(
+            id=self._id, created=self._created, model=self._model, choices=[choice]
+        ).model_dump_json()
+
+    def usage(self, usage: Usage) -> str:
+        if self._is_chat:
+            return ChatCompletionChunk(
+                id=self._id, created=self._created, model=self._model, choices=[], usage=usage
+            ).model_dump_json()
+        return CompletionResponse(
+            id=self._id, created=self._created, model=self._model, choices=[], usage=usage
+        ).model_dump_json()
+
+
+def _usage(prompt: int, completion: int) -> Usage:
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+
+def _template_role(role: str) -> str:
+    return "system" if role == "developer" else role

@@ -1,0 +1,31 @@
+"""The target model's own tokenizer: exact token counts for limits and usage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+class HFTokenizer:
+    """A Hugging Face tokenizer loaded from the model's folder (offline)."""
+
+    def __init__(self, path: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+    @property
+    def eos_token_id(self) -> int | None:
+        value = self._tok.eos_token_id
+        return int(value) if value is not None else None
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return str(self._tok.decode(list(ids), skip_special_tokens=True))
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        text = self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return list(self._tok.encode(text, add_special_tokens=False))

@@ -1,0 +1,61 @@
+"""ChatModel: one deployment per chat model version (vLLM or transformers engine)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from ray import serve
+
+from app.config import BatchingConfig, ModelConfig, ModelVersion
+from app.engines.base import EngineStats
+from app.engines.factory import build_chat_engine
+from app.engines.transformers_chat import GenerationCall, GenerationResult, TransformersChatEngine
+from app.errors import ErrorInfo
+from app.protocol import ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse
+from app.serving.generation import GenerationService, Limits
+from app.tokenizer import HFTokenizer
+
+
+@serve.deployment
+class ChatModel:
+    def __init__(self, model: ModelConfig, version: ModelVersion, weights_dir: str) -> None:
+        path = version.weights.local_path(Path(weights_dir))
+        self.engine = build_chat_engine(version, path, submit=self._generate_batch)
+        self.service = GenerationService(
+            model=model.name,
+            tokenizer=HFTokenizer(path),
+            engine=self.engine,
+            limits=Limits(max_model_len=version.max_model_len, max_output_tokens=version.output_token_limit),
+        )
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        batching = BatchingConfig.model_validate(user_config.get("batching", {}))
+        self._generate_batch.set_max_batch_size(batching.max_batch_size)  # type: ignore[attr-defined]
+        self._generate_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _generate_batch(self, calls: list[GenerationCall]) -> list[GenerationResult]:
+        if not isinstance(self.engine, TransformersChatEngine):
+            raise TypeError("only the transformers engine is batched here; vLLM batches continuously")
+        return await asyncio.to_thread(self.engine.run_batch, calls)
+
+    async def create(
+        self, request: ChatCompletionRequest | CompletionRequest
+    ) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
+        return await self.service.create(request)
+
+    async def stream(self, request: ChatCompletionRequest | CompletionRequest) -> AsyncIterator[str | ErrorInfo]:
+        async for event in self.service.stream(request):
+            yield event
+
+    async def ready(self) -> bool:
+        return True
+
+    def check_health(self) -> None:
+        self.engine.check_health()
+
+    def stats(self) -> EngineStats:
+        return self.engine.stats

@@ -1,0 +1,62 @@
+"""Encoder: one deployment per embedding or rerank model version; texts are merged across requests with
+@serve.batch, and both endpoints share that batcher (the reranker is a bi-encoder)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ray import serve
+
+from app.config import BatchingConfig, LimitsConfig, ModelConfig, ModelVersion, Role
+from app.engines.base import Vectors
+from app.engines.sentence_encoder import SentenceEncoder
+from app.errors import ErrorInfo
+from app.protocol import EmbeddingRequest, EmbeddingResponse, RerankRequest, RerankResponse
+from app.serving.embedding import EncoderService
+
+
+@serve.deployment
+class Encoder:
+    def __init__(self, model: ModelConfig, version: ModelVersion, weights_dir: str, limits: LimitsConfig) -> None:
+        self.engine = SentenceEncoder(version.weights.local_path(Path(weights_dir)), device=version.device.value)
+        self.service = EncoderService(
+            model=model.name,
+            encode=self._encode_many,
+            count_tokens=self.engine.count_tokens,
+            dimensions=self.engine.dimensions,
+            max_seq_length=self.engine.max_seq_length,
+            max_inputs=limits.max_rerank_documents + 1 if model.role is Role.RERANK else limits.max_embedding_inputs,
+        )
+        self.batch_sizes: list[int] = []
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        batching = BatchingConfig.model_validate(user_config.get("batching", {}))
+        self._encode_batch.set_max_batch_size(batching.max_batch_size)  # type: ignore[attr-defined]
+        self._encode_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
+    async def _encode_batch(self, texts: list[str]) -> list[Vectors]:
+        self.batch_sizes.append(len(texts))
+        del self.batch_sizes[:-1000]
+        vectors = await asyncio.to_thread(self.engine.encode, texts)
+        return list(vectors)
+
+    async def _encode_many(self, texts: Sequence[str]) -> Vectors:
+        rows = await asyncio.gather(*(self._encode_batch(text) for text in texts))  # type: ignore[arg-type]
+        return np.stack(rows)
+
+    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse | ErrorInfo:
+        return await self.service.embed(request)
+
+    async def rerank(self, request: RerankRequest) -> RerankResponse | ErrorInfo:
+        return await self.service.rerank(request)
+
+    async def ready(self) -> bool:
+        return True
+
+    def recent_batch_sizes(self) -> list[int]:
+        return list(self.batch_sizes)

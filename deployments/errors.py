@@ -1,0 +1,41 @@
+"""Ray's failures, seen at a handle call, as the OpenAI errors the client gets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
+
+from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+from app.errors import OpenAIError, ServiceUnavailable, UpstreamTimeout
+
+T = TypeVar("T")
+
+
+def translate(exc: BaseException) -> BaseException:
+    """Turn a Ray exception into an app error; anything else passes through to `to_error_info`."""
+    if isinstance(exc, BackPressureError):
+        return ServiceUnavailable("The model is at capacity; retry shortly.")
+    if isinstance(exc, (RayActorError, ActorUnavailableError, DeploymentUnavailableError)):
+        return ServiceUnavailable("The model's replica is unavailable; retry shortly.")
+    if isinstance(exc, RayTaskError) and isinstance(exc.cause, OpenAIError):
+        return exc.cause
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        return UpstreamTimeout("The model did not answer in time.")
+    return exc
+
+
+async def call(awaitable: Awaitable[T], timeout_s: float) -> T:
+    try:
+        return await asyncio.wait_for(awaitable, timeout_s)
+    except Exception as exc:
+        raise translate(exc) from exc
+
+
+async def first_item(stream: AsyncIterator[T], timeout_s: float) -> T:
+    try:
+        return await asyncio.wait_for(anext(stream), timeout_s)
+    except Exception as exc:
+        raise translate(exc) from exc

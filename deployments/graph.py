@@ -1,0 +1,57 @@
+"""build_app: validate the config, then bind every model version and the ingress into one application."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.serve import Application
+from ray.serve.deployment import Deployment
+
+from app.config import EngineKind, GraphConfig, ModelConfig, ModelVersion, Role, deployment_name, load_config
+from app.engines.vllm_chat import cpu_environment
+from deployments.chat_model import ChatModel
+from deployments.encoder import Encoder
+from deployments.ingress import Ingress
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """The `import_path` target of serve_config.yaml; `args` is the graph config."""
+    return bind_graph(load_config(args))
+
+
+def bind_graph(config: GraphConfig) -> Application:
+    weights_dir = str(config.resolved_weights_dir())
+    handles: dict[str, dict[str, Application]] = {}
+    for model in config.models:
+        for version in model.versions:
+            deployment = _deployment(model, version)
+            if model.role is Role.CHAT:
+                bound = deployment.bind(model, version, weights_dir)
+            else:
+                bound = deployment.bind(model, version, weights_dir, config.limits)
+            handles.setdefault(model.name, {})[version.version] = bound
+    ingress: Deployment = Ingress.options(  # type: ignore[attr-defined]
+        num_replicas=config.ingress.num_replicas,
+        ray_actor_options={"num_cpus": config.ingress.num_cpus},
+    )
+    app: Application = ingress.bind(config, handles)
+    return app
+
+
+def _deployment(model: ModelConfig, version: ModelVersion) -> Deployment:
+    cls: Deployment = ChatModel if model.role is Role.CHAT else Encoder  # type: ignore[assignment]
+    env = dict(version.env_vars)
+    if version.engine is EngineKind.VLLM and version.num_gpus == 0:
+        env = {**cpu_environment(version.vllm.kv_cache_space_gb), **env}
+    actor_options: dict[str, Any] = {"num_cpus": version.num_cpus, "num_gpus": version.num_gpus}
+    if env:
+        actor_options["runtime_env"] = {"env_vars": env}
+    deployment: Deployment = cls.options(
+        name=deployment_name(model, version),
+        num_replicas=version.num_replicas,
+        max_ongoing_requests=version.max_ongoing_requests,
+        max_queued_requests=version.max_queued_requests,
+        ray_actor_options=actor_options,
+        user_config={"batching": version.batching.model_dump()},
+    )
+    return deployment

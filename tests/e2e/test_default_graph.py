@@ -1,0 +1,131 @@
+"""The default graph on real weights, driven by the official openai client."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import numpy as np
+import openai
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+CHAT_MODEL = "smollm2-135m-instruct"
+EMBED_MODEL = "all-minilm-l6-v2"
+RERANK_MODEL = "minilm-rerank"
+QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+
+
+@pytest.fixture(scope="module")
+def client(default_graph: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{default_graph}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_models_are_listed(client: openai.OpenAI) -> None:
+    assert {m.id for m in client.models.list()} == {CHAT_MODEL, EMBED_MODEL, RERANK_MODEL}
+
+
+def test_smollm2_knows_paris(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=16
+    )  # type: ignore[arg-type]
+    assert raw.headers["x-served-by"] == f"{CHAT_MODEL}@v1"
+    answer = raw.parse()
+    assert "paris" in (answer.choices[0].message.content or "").lower()
+    assert answer.usage is not None and answer.usage.prompt_tokens > 10 and answer.usage.completion_tokens >= 1
+
+
+def test_streaming_matches_plain(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=16,  # type: ignore[arg-type]
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "paris" in text.lower()
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+    plain = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=16)  # type: ignore[arg-type]
+    assert plain.choices[0].message.content == text
+
+
+def test_completions(client: openai.OpenAI) -> None:
+    out = client.completions.create(model=CHAT_MODEL, prompt="The capital of France is", temperature=0, max_tokens=5)
+    assert out.choices[0].text.strip()
+    assert out.usage is not None and out.usage.completion_tokens <= 5
+
+
+def test_paraphrases_are_closer_than_unrelated(client: openai.OpenAI) -> None:
+    texts = ["The cat sits on the mat.", "A cat is sitting on a rug.", "Stock markets fell sharply on Monday."]
+    data = client.embeddings.create(model=EMBED_MODEL, input=texts).data
+    v = np.array([d.embedding for d in data])
+    assert v.shape == (3, 384)
+    assert v[0] @ v[1] > v[0] @ v[2] + 0.2
+    packed = client.embeddings.create(model=EMBED_MODEL, input=texts[0], encoding_format="base64").data[0]
+    assert np.allclose(packed.embedding, v[0], atol=1e-5)  # the client decodes base64 itself
+
+
+def test_rerank_puts_the_relevant_document_first(default_graph: str) -> None:
+    docs = [
+        "Bananas are rich in potassium.",
+        "Paris is the capital and largest city of France.",
+        "The Great Barrier Reef is off the coast of Australia.",
+    ]
+    r = httpx.post(
+        f"{default_graph}/v1/rerank",
+        timeout=60,
+        json={"model": RERANK_MODEL, "query": "What is the capital of France?", "documents": docs},
+    )
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert results[0]["index"] == 1
+    assert [x["relevance_score"] for x in results] == sorted((x["relevance_score"] for x in results), reverse=True)
+
+
+def test_client_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.chat.completions.create(model="gpt-nope", messages=QUESTION)  # type: ignore[arg-type]
+    assert missing.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as long:
+        client.chat.completions.create(model=CHAT_MODEL, messages=[{"role": "user", "content": "hello " * 3000}])
+    assert long.value.code == "context_length_exceeded"
+    assert "2048" in long.value.message
+    with pytest.raises(openai.BadRequestError) as zero:
+        client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, max_tokens=0)  # type: ignore[arg-type]
+    assert zero.value.param == "max_tokens"
+    with pytest.raises(openai.BadRequestError) as over:
+        client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, max_tokens=5000)  # type: ignore[arg-type]
+    assert over.value.param == "max_tokens"
+    with pytest.raises(openai.APIStatusError) as big:
+        client.embeddings.create(model=EMBED_MODEL, input=["x" * 600_000, "y" * 600_000])
+    assert big.value.status_code == 413
+
+
+def test_disconnect_aborts_the_generation(default_graph: str) -> None:
+    from ray import serve
+
+    handle = serve.get_deployment_handle("chat-smollm2-135m-instruct-v1", app_name="inference-graph")
+    before = handle.stats.remote().result(timeout_s=30)
+    body = {
+        "model": CHAT_MODEL,
+        "messages": [{"role": "user", "content": "Write a very long story about a dragon."}],
+        "max_tokens": 1000,
+        "stream": True,
+        "temperature": 0.8,
+    }
+    with httpx.stream("POST", f"{default_graph}/v1/chat/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        received = [next(lines) for _ in range(6)]
+    assert any(line.startswith("data: ") for line in received)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        stats = handle.stats.remote().result(timeout_s=30)
+        if stats.aborted > before.aborted and stats.running == 0:
+            break
+        time.sleep(0.5)
+    assert stats.aborted == before.aborted + 1, stats
+    assert stats.running == 0, stats

@@ -1,0 +1,82 @@
+"""Test doubles for unit tests: a character tokenizer and a scripted engine. Never used by the product."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Sequence
+
+import numpy as np
+
+from app.engines.base import EngineStats, GenerationDelta, SamplingSettings, Vectors
+
+
+class CharTokenizer:
+    """One token per character; the chat template is `role: content\\n` per message plus `assistant: `."""
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        return self.encode(text)
+
+
+class ScriptedEngine:
+    """Answers with `reply`, one word per delta, stopping at max_tokens (one token per word) or a stop string."""
+
+    def __init__(self, reply: str = "Paris is the capital", delay_s: float = 0.0, fail_after: int | None = None):
+        self.reply = reply.split(" ")
+        self.delay_s = delay_s
+        self.fail_after = fail_after
+        self.stats = EngineStats()
+        self.seen: list[tuple[list[int], SamplingSettings]] = []
+
+    async def generate(
+        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
+    ) -> AsyncGenerator[GenerationDelta, None]:
+        self.stats.started += 1
+        self.seen.append((list(prompt_ids), sampling))
+        finished = False
+        try:
+            words = self.reply[: sampling.max_tokens]
+            for i, word in enumerate(words):
+                if self.fail_after is not None and i == self.fail_after:
+                    raise RuntimeError("engine failed")
+                await asyncio.sleep(self.delay_s)
+                text = word if i == 0 else " " + word
+                if any(stop in text for stop in sampling.stop):
+                    yield GenerationDelta("", 0, "stop")
+                    finished = True
+                    return
+                last = i == len(words) - 1
+                reason = None if not last else ("length" if len(words) == sampling.max_tokens else "stop")
+                yield GenerationDelta(text, 1, reason)
+            finished = True
+        finally:
+            if finished:
+                self.stats.finished += 1
+            else:
+                self.stats.aborted += 1
+
+    def check_health(self) -> None:
+        return None
+
+
+class HashEncoder:
+    """Deterministic unit vectors from character counts; similar texts get similar vectors."""
+
+    dimensions = 26
+    max_seq_length = 64
+
+    def encode(self, texts: Sequence[str]) -> Vectors:
+        rows = []
+        for text in texts:
+            v = np.zeros(self.dimensions, dtype=np.float32)
+            for c in text.lower():
+                if "a" <= c <= "z":
+                    v[ord(c) - 97] += 1
+            rows.append(v / (np.linalg.norm(v) or 1.0))
+        return np.stack(rows)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        return [len(t.split()) + 2 for t in texts]

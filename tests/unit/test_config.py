@@ -1,0 +1,87 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from app.config import ConfigError, EngineKind, GraphConfig, Role, deployment_name, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def chat_model(**version: object) -> dict[str, object]:
+    v = {"version": "v1", "engine": "transformers", "weights": {"path": "/tmp/m"}, **version}
+    return {"name": "m", "role": "chat", "versions": [v]}
+
+
+def test_default_serve_config_validates() -> None:
+    doc = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
+    (app,) = doc["applications"]
+    assert app["import_path"] == "deployments.graph:build_app"
+    config = load_config(app["args"])
+    roles = {m.role for m in config.models}
+    assert roles == {Role.CHAT, Role.EMBEDDING, Role.RERANK}
+    chat = next(m for m in config.models if m.role is Role.CHAT)
+    assert chat.serving_version.engine is EngineKind.VLLM
+    # every replica reserves a small CPU share, so the graph fits on 2 cores
+    total = config.ingress.num_cpus + sum(v.num_cpus * v.num_replicas for m in config.models for v in m.versions)
+    assert total <= 2
+
+
+def test_unknown_field_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"models\.0\.versions\.0\.num_cpu: Extra inputs"):
+        load_config({"models": [chat_model(num_cpu=1)]})
+
+
+def test_bad_value_shows_field_and_value() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config({"models": [chat_model(num_cpus=-1)]})
+    assert "models.0.versions.0.num_cpus" in str(err.value)
+    assert "got -1" in str(err.value)
+
+
+def test_engine_must_suit_role() -> None:
+    with pytest.raises(ConfigError, match="role 'chat' but version 'v1' uses engine 'sentence-transformers'"):
+        load_config({"models": [chat_model(engine="sentence-transformers")]})
+
+
+def test_weights_need_exactly_one_source() -> None:
+    with pytest.raises(ConfigError, match="exactly one of package or path"):
+        load_config({"models": [chat_model(weights={})]})
+    with pytest.raises(ConfigError, match=r"weights\.package"):
+        load_config({"models": [chat_model(weights={"package": "no-such-package"})]})
+
+
+def test_output_limit_within_context() -> None:
+    with pytest.raises(ConfigError, match=r"max_output_tokens \(4096\) exceeds max_model_len \(2048\)"):
+        load_config({"models": [chat_model(max_output_tokens=4096)]})
+
+
+def test_duplicate_names_and_versions() -> None:
+    with pytest.raises(ConfigError, match=r"model name\(s\) \['m'\] appear more than once"):
+        load_config({"models": [chat_model(), chat_model()]})
+    model = chat_model()
+    model["versions"] = model["versions"] * 2  # type: ignore[operator]
+    with pytest.raises(ConfigError, match=r"version\(s\) \['v1'\] more than once"):
+        load_config({"models": [model]})
+
+
+def test_default_version() -> None:
+    model = chat_model()
+    model["versions"] = [*model["versions"], {**model["versions"][0], "version": "v2"}]  # type: ignore[index,misc]
+    assert load_config({"models": [model]}).models[0].serving_version.version == "v1"
+    model["default_version"] = "v2"
+    assert load_config({"models": [model]}).models[0].serving_version.version == "v2"
+    model["default_version"] = "v3"
+    with pytest.raises(ConfigError, match=r"default_version 'v3' is not one of the versions \['v1', 'v2'\]"):
+        load_config({"models": [model]})
+
+
+def test_output_token_limit_defaults_to_context() -> None:
+    config = GraphConfig.model_validate({"models": [chat_model(max_model_len=512)]})
+    assert config.models[0].serving_version.output_token_limit == 512
+
+
+def test_deployment_name_is_safe() -> None:
+    config = load_config({"models": [chat_model()]})
+    model = config.models[0]
+    assert deployment_name(model, model.versions[0]) == "chat-m-v1"
