@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from deployments.errors import call, first_item, translate
 RequestT = TypeVar("RequestT", bound=ModelRequest)
 Handles = dict[str, dict[str, DeploymentHandle[Any]]]
 
+logger = logging.getLogger("ray.serve")
 api = FastAPI(title="inference-graph", description="OpenAI-compatible inference graph on Ray Serve.")
 
 
@@ -61,6 +63,50 @@ def sse_error(info: ErrorInfo) -> str:
 
 
 SSE_DONE = "data: [DONE]\n\n"
+
+
+def _failure(exc: Exception) -> JSONResponse:
+    info = to_error_info(translate(exc))
+    if info.status >= 500:
+        logger.error("request failed with %s", info.status, exc_info=exc)
+    return error_response(info)
+
+
+def _json(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
+    return Response(content=model.model_dump_json(), media_type="application/json", headers=headers)
+
+
+def _result(result: BaseModel, served_by: str) -> Response:
+    if isinstance(result, ErrorInfo):
+        return error_response(result, {"x-served-by": served_by})
+    return _json(result, {"x-served-by": served_by})
+
+
+async def _sse(first: str, rest: DeploymentResponseGenerator[Any]) -> AsyncIterator[str]:
+    """The replica's events, then `[DONE]`; a failure mid-stream becomes an error event before `[DONE]`.
+    A client that goes away cancels this generator, and the `finally` cancels the replica's generation."""
+    done = False
+    try:
+        yield first
+        async for event in rest:
+            if isinstance(event, ErrorInfo):
+                yield sse_error(event)
+                break
+            yield event
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        yield sse_error(to_error_info(translate(exc)))
+    else:
+        done = True
+    finally:
+        if not done:
+            rest.cancel()  # type: ignore[no-untyped-call]
+    yield SSE_DONE
+
+
+# Everything the routes call is defined above the class: @serve.ingress freezes the FastAPI app (a cloudpickle
+# round trip) when the class is decorated, so a helper defined later in this module is missing in the replica.
 
 
 @serve.deployment
@@ -127,7 +173,7 @@ class Ingress:
             result = await call(handle.create.remote(body), timeout)
             return _result(result, served_by)
         except Exception as exc:
-            return error_response(to_error_info(translate(exc)))
+            return _failure(exc)
 
     async def _encode(self, request: Request, schema: type[RequestT], role: Role, method: str) -> Response:
         try:
@@ -137,7 +183,7 @@ class Ingress:
             result = await call(getattr(handle, method).remote(body), self._config.limits.request_timeout_s)
             return _result(result, served_by)
         except Exception as exc:
-            return error_response(to_error_info(translate(exc)))
+            return _failure(exc)
 
     # ---- helpers ----------------------------------------------------------------------------------------------
 
@@ -177,36 +223,3 @@ class Ingress:
             return bool(await asyncio.wait_for(handle.ready.remote(), self._config.ingress.ready_probe_timeout_s))
         except Exception:
             return False
-
-
-def _json(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
-    return Response(content=model.model_dump_json(), media_type="application/json", headers=headers)
-
-
-def _result(result: BaseModel, served_by: str) -> Response:
-    if isinstance(result, ErrorInfo):
-        return error_response(result, {"x-served-by": served_by})
-    return _json(result, {"x-served-by": served_by})
-
-
-async def _sse(first: str, rest: DeploymentResponseGenerator[Any]) -> AsyncIterator[str]:
-    """The replica's events, then `[DONE]`; a failure mid-stream becomes an error event before `[DONE]`.
-    A client that goes away cancels this generator, and the `finally` cancels the replica's generation."""
-    done = False
-    try:
-        yield first
-        async for event in rest:
-            if isinstance(event, ErrorInfo):
-                yield sse_error(event)
-                break
-            yield event
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        yield sse_error(to_error_info(translate(exc)))
-    else:
-        done = True
-    finally:
-        if not done:
-            rest.cancel()  # type: ignore[no-untyped-call]
-    yield SSE_DONE
