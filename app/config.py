@@ -176,6 +176,12 @@ class GraphConfig(Strict):
         default=None, description="Folder of prepared weights; default: $INFERENCE_GRAPH_WEIGHTS_DIR or ./models."
     )
 
+    verify_weights: bool = Field(
+        default=True,
+        description="Check at startup that every version's weights are on this node; turn off where the models "
+        "live only on worker nodes.",
+    )
+
     @model_validator(mode="after")
     def _unique_names(self) -> GraphConfig:
         names = [m.name for m in self.models]
@@ -187,6 +193,23 @@ class GraphConfig(Strict):
     def resolved_weights_dir(self) -> Path:
         return Path(self.weights_dir).expanduser().resolve() if self.weights_dir else default_weights_dir()
 
+    def missing_weights(self) -> list[str]:
+        """One line per model version whose weights cannot be found here."""
+        from app.weights import WeightsNotPrepared
+
+        weights_dir, missing = self.resolved_weights_dir(), []
+        for i, model in enumerate(self.models):
+            for j, version in enumerate(model.versions):
+                where = f"models.{i}.versions.{j}.weights ({model.name}@{version.version})"
+                try:
+                    path = version.weights.local_path(weights_dir)
+                except WeightsNotPrepared as exc:
+                    missing.append(f"  {where}: {exc}")
+                    continue
+                if not path.is_dir():
+                    missing.append(f"  {where}: no folder at {path}")
+        return missing
+
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 
@@ -197,13 +220,17 @@ class ConfigError(ValueError):
 
 def load_config(args: dict[str, Any]) -> GraphConfig:
     try:
-        return GraphConfig.model_validate(args)
+        config = GraphConfig.model_validate(args)
     except ValidationError as exc:
         lines = [
             f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']} (got {_short(err.get('input'))})"
             for err in exc.errors()
         ]
         raise ConfigError("invalid serve config:\n" + "\n".join(lines)) from None
+    missing = config.missing_weights() if config.verify_weights else []
+    if missing:
+        raise ConfigError("model weights not found:\n" + "\n".join(missing))
+    return config
 
 
 def _short(value: object) -> str:

