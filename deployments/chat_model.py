@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ class ChatModel:
             engine=self.engine,
             limits=Limits(max_model_len=version.max_model_len, max_output_tokens=version.output_token_limit),
         )
+        self.batch_sizes: deque[int] = deque(maxlen=1000)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batching = BatchingConfig.model_validate(user_config.get("batching", {}))
@@ -40,6 +42,7 @@ class ChatModel:
     async def _generate_batch(self, calls: list[GenerationCall]) -> list[GenerationResult]:
         if not isinstance(self.engine, TransformersChatEngine):
             raise TypeError("only the transformers engine is batched here; vLLM batches continuously")
+        self.batch_sizes.append(len(calls))
         return await asyncio.to_thread(self.engine.run_batch, calls)
 
     async def create(
@@ -59,3 +62,6 @@ class ChatModel:
 
     def stats(self) -> EngineStats:
         return self.engine.stats
+
+    def recent_batch_sizes(self) -> list[int]:
+        return list(self.batch_sizes)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ class Encoder:
             count_tokens=self.engine.count_tokens,
             dimensions=self.engine.dimensions,
             max_seq_length=self.engine.max_seq_length,
-            max_inputs=limits.max_rerank_documents + 1 if model.role is Role.RERANK else limits.max_embedding_inputs,
+            max_inputs=limits.max_rerank_documents if model.role is Role.RERANK else limits.max_embedding_inputs,
         )
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: deque[int] = deque(maxlen=1000)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batching = BatchingConfig.model_validate(user_config.get("batching", {}))
@@ -41,7 +42,6 @@ class Encoder:
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def _encode_batch(self, texts: list[str]) -> list[Vectors]:
         self.batch_sizes.append(len(texts))
-        del self.batch_sizes[:-1000]
         vectors = await asyncio.to_thread(self.engine.encode, texts)
         return list(vectors)
 

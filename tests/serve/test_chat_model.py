@@ -90,3 +90,23 @@ def test_concurrent_requests_all_answer(graph: str) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(12) as pool:
         assert list(pool.map(ask, range(12))) == [200] * 12
+
+
+def test_transformers_engine_batches_concurrent_requests(graph: str) -> None:
+    from ray import serve
+
+    def ask(i: int) -> int:
+        body = {
+            "model": "tiny-chat",
+            "messages": [{"role": "user", "content": f"q{i}"}],
+            "max_tokens": 4,
+            "temperature": 0,
+        }
+        return post(graph, "/v1/chat/completions", body).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, range(16))) == [200] * 16
+    handle = serve.get_deployment_handle("chat-tiny-chat-v1", app_name="tiny-graph")
+    sizes = handle.recent_batch_sizes.remote().result(timeout_s=30)
+    assert max(sizes) > 1, sizes
+    assert max(sizes) <= 8  # max_batch_size from the config, applied through user_config
