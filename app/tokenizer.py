@@ -13,7 +13,7 @@ class HFTokenizer:
     def __init__(self, path: Path) -> None:
         from transformers import AutoTokenizer
 
-        self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=path.is_dir())
 
     @property
     def eos_token_id(self) -> int | None:

@@ -44,14 +44,25 @@ def _deployment(model: ModelConfig, version: ModelVersion) -> Deployment:
     if version.engine is EngineKind.VLLM and version.num_gpus == 0:
         env = {**cpu_environment(version.vllm.kv_cache_space_gb), **env}
     actor_options: dict[str, Any] = {"num_cpus": version.num_cpus, "num_gpus": version.num_gpus}
+    if version.accelerator_type:
+        actor_options["accelerator_type"] = version.accelerator_type
     if env:
         actor_options["runtime_env"] = {"env_vars": env}
-    deployment: Deployment = cls.options(
-        name=deployment_name(model, version),
-        num_replicas=version.num_replicas,
-        max_ongoing_requests=version.max_ongoing_requests,
-        max_queued_requests=version.max_queued_requests,
-        ray_actor_options=actor_options,
-        user_config={"batching": version.batching.model_dump()},
-    )
+    options: dict[str, Any] = {
+        "name": deployment_name(model, version),
+        "max_ongoing_requests": version.max_ongoing_requests,
+        "max_queued_requests": version.max_queued_requests,
+        "user_config": {"batching": version.batching.model_dump()},
+    }
+    if version.autoscaling is not None:
+        options["autoscaling_config"] = version.autoscaling.model_dump()
+    else:
+        options["num_replicas"] = version.num_replicas
+    tp = version.vllm.tensor_parallel_size
+    if tp > 1:
+        # The replica holds no GPU itself; vLLM's tensor-parallel workers take one bundle (one GPU) each.
+        actor_options["num_gpus"] = 0
+        options["placement_group_bundles"] = [{"CPU": version.num_cpus}] + [{"GPU": 1, "CPU": 1}] * tp
+        options["placement_group_strategy"] = "STRICT_PACK"
+    deployment: Deployment = cls.options(ray_actor_options=actor_options, **options)
     return deployment

@@ -17,7 +17,8 @@ def build_chat_engine(version: ModelVersion, path: Path, *, submit: Submit | Non
             max_model_len=version.max_model_len,
             dtype=version.vllm.dtype,
             enforce_eager=version.vllm.enforce_eager,
-            gpu_memory_utilization=version.vllm.gpu_memory_utilization,
+            gpu_memory_utilization=version.gpu_memory_utilization,
+            tensor_parallel_size=version.vllm.tensor_parallel_size,
         )
     if version.engine is EngineKind.TRANSFORMERS:
         return TransformersChatEngine(path, device=version.device.value, submit=submit)

@@ -17,7 +17,7 @@ class SentenceEncoder:
         from sentence_transformers import SentenceTransformer
 
         self.device = pick_device(device)
-        self._model: Any = SentenceTransformer(str(path), device=self.device, local_files_only=True)
+        self._model: Any = SentenceTransformer(str(path), device=self.device, local_files_only=path.is_dir())
         dimensions: Any = self._model.get_embedding_dimension()
         max_seq_length: Any = self._model.max_seq_length
         self.dimensions = int(dimensions)

@@ -49,8 +49,8 @@ class TransformersChatEngine:
 
         self.device = pick_device(device)
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        model: Any = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+        self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=path.is_dir())
+        model: Any = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=path.is_dir(), dtype=dtype)
         self._model: Any = model.to(self.device).eval()
         self._pad_id = self._tok.pad_token_id if self._tok.pad_token_id is not None else self._tok.eos_token_id
         self._eos_id = self._tok.eos_token_id

@@ -29,6 +29,7 @@ class VllmChatEngine:
         dtype: Literal["auto", "bfloat16", "float16", "float32"],
         enforce_eager: bool,
         gpu_memory_utilization: float,
+        tensor_parallel_size: int = 1,
         seed: int = 0,
     ) -> None:
         from vllm import AsyncEngineArgs
@@ -41,6 +42,9 @@ class VllmChatEngine:
             enforce_eager=enforce_eager,
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            # several GPUs: vLLM's workers run as Ray actors in the replica's placement group
+            distributed_executor_backend="ray" if tensor_parallel_size > 1 else None,
             disable_log_stats=True,
             seed=seed,
         )

@@ -45,7 +45,7 @@ def test_engine_must_suit_role() -> None:
 
 
 def test_weights_need_exactly_one_source() -> None:
-    with pytest.raises(ConfigError, match="exactly one of package or path"):
+    with pytest.raises(ConfigError, match="exactly one of package, path or hub"):
         load_config({"models": [chat_model(weights={})]})
     with pytest.raises(ConfigError, match=r"weights\.package"):
         load_config({"models": [chat_model(weights={"package": "no-such-package"})]})
@@ -94,3 +94,58 @@ def test_missing_weights_stop_startup(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="make install"):
         load_config(unprepared)
     assert load_config({**unprepared, "verify_weights": False}).verify_weights is False
+
+
+def test_vllm_memory_share_follows_the_gpu_fraction() -> None:
+    version = load_config({"models": [chat_model(engine="vllm", num_gpus=0.5)]}).models[0].versions[0]
+    assert version.gpu_memory_utilization == 0.45
+    whole = load_config({"models": [chat_model(engine="vllm", num_gpus=1)]}).models[0].versions[0]
+    assert whole.gpu_memory_utilization == 0.9
+    explicit = chat_model(engine="vllm", num_gpus=0.5, vllm={"gpu_memory_utilization": 0.4})
+    assert load_config({"models": [explicit]}).models[0].versions[0].gpu_memory_utilization == 0.4
+
+
+def test_memory_share_over_the_gpu_fraction_is_rejected() -> None:
+    bad = chat_model(engine="vllm", num_gpus=0.25, vllm={"gpu_memory_utilization": 0.5})
+    with pytest.raises(ConfigError, match=r"utilization 0\.5 exceeds the replica's GPU share num_gpus 0\.25"):
+        load_config({"models": [bad]})
+    with pytest.raises(ConfigError, match="leaves no memory"):
+        load_config({"models": [chat_model(engine="vllm", num_gpus=0.04)]})
+
+
+def test_tensor_parallel_needs_matching_gpus() -> None:
+    ok = chat_model(engine="vllm", num_gpus=4, vllm={"tensor_parallel_size": 4})
+    assert load_config({"models": [ok]}).models[0].versions[0].vllm.tensor_parallel_size == 4
+    with pytest.raises(ConfigError, match=r"tensor_parallel_size 4 needs engine vllm and num_gpus == 4"):
+        load_config({"models": [chat_model(engine="vllm", num_gpus=2, vllm={"tensor_parallel_size": 4})]})
+    with pytest.raises(ConfigError, match="whole number"):
+        load_config({"models": [chat_model(num_gpus=1.5)]})
+
+
+def test_autoscaling_replaces_num_replicas() -> None:
+    scaled = load_config({"models": [chat_model(autoscaling={"min_replicas": 1, "max_replicas": 4})]})
+    assert scaled.models[0].versions[0].max_replicas == 4
+    with pytest.raises(ConfigError, match=r"give num_replicas \(2\) or autoscaling, not both"):
+        load_config({"models": [chat_model(num_replicas=2, autoscaling={"max_replicas": 4})]})
+    with pytest.raises(ConfigError, match=r"min_replicas \(5\) exceeds max_replicas \(4\)"):
+        load_config({"models": [chat_model(autoscaling={"min_replicas": 5, "max_replicas": 4})]})
+
+
+def test_hub_weights_are_not_checked_locally() -> None:
+    config = load_config({"models": [chat_model(weights={"hub": "Qwen/Qwen2.5-7B-Instruct"})]})
+    assert str(config.models[0].versions[0].weights.local_path(config.resolved_weights_dir())) == (
+        "Qwen/Qwen2.5-7B-Instruct"
+    )
+
+
+def test_gpu_profile_validates() -> None:
+    doc = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())
+    (app,) = doc["applications"]
+    config = load_config(app["args"])
+    chat = [m for m in config.models if m.role is Role.CHAT]
+    assert [m.name for m in chat] == ["qwen2.5-7b-instruct", "qwen2.5-32b-instruct", "qwen2.5-72b-instruct"]
+    assert [v.version for v in chat[0].versions] == ["stable", "canary"]
+    assert all(v.num_gpus > 0 for m in config.models for v in m.versions)
+    # fractional replicas leave vLLM a memory share below their GPU share
+    assert all(v.gpu_memory_utilization < v.num_gpus for v in chat[0].versions)
+    assert {m.role for m in config.models} == {Role.CHAT, Role.EMBEDDING, Role.RERANK}
