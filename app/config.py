@@ -116,6 +116,64 @@ class AutoscalingConfig(Strict):
         return self
 
 
+class RetryOn(StrEnum):
+    SERVER_ERROR = "server-error"
+    REPLICA_DEATH = "replica-death"
+    TIMEOUT = "timeout"
+
+
+class RetryConfig(Strict):
+    attempts: int = Field(default=2, ge=1, le=10, description="Tries per request, the first included.")
+    per_try_timeout_s: float = Field(default=120.0, gt=0, description="Longest wait for one try (streams: first byte).")
+    retry_on: list[RetryOn] = Field(
+        default_factory=lambda: [RetryOn.SERVER_ERROR, RetryOn.REPLICA_DEATH, RetryOn.TIMEOUT],
+        description="Failures that are retried; a stream is retried only before its first byte.",
+    )
+
+
+class BreakerConfig(Strict):
+    failure_threshold: int = Field(default=5, ge=1, description="Consecutive failures that open a version's breaker.")
+    recovery_time_s: float = Field(default=10.0, gt=0, description="Time open before probes are let through.")
+    half_open_probes: int = Field(default=1, ge=1, description="Successful probes that close it again.")
+
+
+class FaultConfig(Strict):
+    """Fault injection, as in a service mesh: for drills and rollout tests, never on by default."""
+
+    abort_percent: float = Field(default=0.0, ge=0, le=100, description="Share of calls that fail with a 500.")
+    delay_ms: float = Field(default=0.0, ge=0, le=600_000, description="Delay added to every call.")
+
+
+class CanaryGates(Strict):
+    min_requests: int = Field(default=20, ge=1, description="Canary requests in a step before gates are judged.")
+    max_error_rate: float = Field(default=0.05, ge=0, le=1, description="Highest canary error rate.")
+    max_p99_ms: float = Field(default=10_000, gt=0, description="Highest canary p99 latency.")
+    max_error_rate_increase: float = Field(
+        default=0.02, ge=0, le=1, description="Most the canary's error rate may exceed the stable version's."
+    )
+    max_p99_ratio: float = Field(
+        default=2.0, gt=0, description="Most the canary's p99 may be, as a multiple of stable's."
+    )
+
+
+class RolloutConfig(Strict):
+    """Progressive delivery of a canary version: step its weight up while its gates hold, roll back when not."""
+
+    canary: str = Field(description="The version being rolled out; the model's default_version is the stable one.")
+    steps: list[float] = Field(
+        default_factory=lambda: [10.0, 25.0, 50.0, 75.0, 100.0], min_length=1, description="Canary weights, in %."
+    )
+    step_duration_s: float = Field(default=60.0, gt=0, description="Pause at each step before its gates are judged.")
+    gates: CanaryGates = Field(default_factory=CanaryGates, description="What a step must show to go on.")
+    auto_start: bool = Field(default=True, description="Start stepping at startup (else wait for `resume`).")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> RolloutConfig:
+        if any(not 0 < w <= 100 for w in self.steps) or self.steps != sorted(set(self.steps)):
+            raise ValueError(f"steps must rise strictly within (0, 100] (got {self.steps})")
+        return self
+
+
 class ModelVersion(Strict):
     """One version of a model: its engine, weights and the replicas that serve it."""
 
@@ -143,6 +201,7 @@ class ModelVersion(Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="@serve.batch settings.")
     vllm: VllmOptions = Field(default_factory=VllmOptions, description="vLLM engine options.")
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment of the replica.")
+    faults: FaultConfig | None = Field(default=None, description="Injected failures and delays (drills, tests).")
 
     @model_validator(mode="after")
     def _output_within_context(self) -> ModelVersion:
@@ -199,9 +258,42 @@ class ModelConfig(Strict):
     name: Annotated[str, Field(pattern=_NAME, description="The `model` field clients send.")]
     role: Role = Field(description="chat, embedding or rerank: which endpoints serve it.")
     versions: list[ModelVersion] = Field(min_length=1, description="Versions, each its own deployment.")
-    default_version: str | None = Field(
-        default=None, description="Version that serves requests; default: the first listed."
+    default_version: str | None = Field(default=None, description="The stable version; default: the first listed.")
+    weights: dict[str, float] | None = Field(
+        default=None, description="Traffic share per version in %, summing to 100; default: all to the stable one."
     )
+    rollout: RolloutConfig | None = Field(default=None, description="Progressive rollout of a canary version.")
+    retry: RetryConfig = Field(default_factory=RetryConfig, description="Retries of failed calls.")
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig, description="Circuit breaker per version.")
+
+    @model_validator(mode="after")
+    def _check_traffic(self) -> ModelConfig:
+        labels = [v.version for v in self.versions]
+        named = {
+            **{f"weights.{k}": k for k in (self.weights or {})},
+            **({"rollout.canary": self.rollout.canary} if self.rollout else {}),
+        }
+        for where, version in named.items():
+            if version not in labels:
+                raise ValueError(f"{where} names version {version!r}, which is not one of {labels}")
+        if self.weights is not None:
+            total = sum(self.weights.values())
+            if any(w < 0 for w in self.weights.values()) or abs(total - 100) > 1e-6:
+                raise ValueError(f"weights must be >= 0 and sum to 100 (got {self.weights}, sum {total})")
+        if self.rollout is not None and self.rollout.canary == self.stable_version:
+            raise ValueError(f"rollout.canary {self.rollout.canary!r} is the stable version; name another")
+        return self
+
+    @property
+    def stable_version(self) -> str:
+        return self.default_version or self.versions[0].version
+
+    def initial_weights(self) -> dict[str, float]:
+        """Shares at startup: a rollout starts at its first step (or 0 until resumed), else `weights`."""
+        if self.rollout is not None:
+            canary = self.rollout.steps[0] if self.rollout.auto_start else 0.0
+            return {self.stable_version: 100.0 - canary, self.rollout.canary: canary}
+        return dict(self.weights) if self.weights is not None else {self.stable_version: 100.0}
 
     @model_validator(mode="after")
     def _check_versions(self) -> ModelConfig:
@@ -222,8 +314,94 @@ class ModelConfig(Strict):
 
     @property
     def serving_version(self) -> ModelVersion:
-        wanted = self.default_version or self.versions[0].version
-        return next(v for v in self.versions if v.version == wanted)
+        return self.version(self.stable_version)
+
+    def version(self, label: str) -> ModelVersion:
+        return next(v for v in self.versions if v.version == label)
+
+
+class HeaderMatch(Strict):
+    """How one header must look: exactly one of exact, prefix or regex."""
+
+    exact: str | None = Field(default=None, description="The whole value.")
+    prefix: str | None = Field(default=None, description="The value starts with this.")
+    regex: str | None = Field(default=None, description="The value matches this regular expression (fullmatch).")
+
+    @model_validator(mode="after")
+    def _one(self) -> HeaderMatch:
+        given = [k for k in ("exact", "prefix", "regex") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of exact, prefix or regex (got {given or 'none'})")
+        if self.regex is not None:
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from None
+        return self
+
+
+class RuleMatch(Strict):
+    path_prefix: str | None = Field(default=None, description="The request path starts with this.")
+    headers: dict[str, HeaderMatch] = Field(default_factory=dict, description="Headers that must all match.")
+    model: str | None = Field(default=None, description="The body's `model` field equals this.")
+
+
+class RuleActions(Strict):
+    rewrite_path: str | None = Field(
+        default=None, description="Replaces the matched path_prefix (or the whole path when none is matched)."
+    )
+    set_model: str | None = Field(default=None, description="Replaces the body's `model`.")
+    add_headers: dict[str, str] = Field(default_factory=dict, description="Headers set on the request.")
+    remove_headers: list[str] = Field(default_factory=list, description="Headers dropped from the request.")
+
+
+class RewriteRule(Strict):
+    """One interception rule; every rule that matches applies, in order, to the request as rewritten so far."""
+
+    name: Annotated[str, Field(pattern=_NAME, description="Shown in the x-rewrite header when it applies.")]
+    match: RuleMatch = Field(description="When the rule applies (all given conditions).")
+    actions: RuleActions = Field(description="What it changes.")
+
+
+class TierConfig(Strict):
+    name: Annotated[str, Field(pattern=_NAME, description="Tier label, shown in x-route-tier.")]
+    model: str = Field(description="The chat model this tier sends to.")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="Largest prompt + max_tokens this tier takes; none: no bound (last tier)."
+    )
+
+
+class ExperimentConfig(Strict):
+    model: str = Field(description="The model the experiment belongs to.")
+    version: str = Field(description="The version it pins.")
+
+
+class RoutingConfig(Strict):
+    """Traffic policies that the ingress runs in-process: rewrite rules, token-aware tiers, splits."""
+
+    rules: list[RewriteRule] = Field(default_factory=list, description="Rewrite rules, applied in order.")
+    auto_model: str = Field(default="auto", description="The `model` name that routes by tier.")
+    tiers: list[TierConfig] = Field(default_factory=list, description="Tiers, smallest first.")
+    sticky_header: str = Field(
+        default="x-user-id", description="Header that keys sticky splits when the body has no `user`."
+    )
+    experiment_header: str = Field(default="x-experiment", description="Header that names an experiment.")
+    experiments: dict[str, ExperimentConfig] = Field(
+        default_factory=dict, description="Header experiments: name -> the model version it pins."
+    )
+    sync_interval_s: float = Field(
+        default=0.25, gt=0, le=5, description="How often each ingress reports to and pulls weights from rollouts."
+    )
+
+    @model_validator(mode="after")
+    def _tiers_rise(self) -> RoutingConfig:
+        bounds = [t.max_tokens for t in self.tiers]
+        if any(b is None for b in bounds[:-1]):
+            raise ValueError("only the last tier may leave max_tokens unbounded")
+        given = [b for b in bounds if b is not None]
+        if given != sorted(set(given)):
+            raise ValueError(f"tier max_tokens must rise strictly (got {bounds})")
+        return self
 
 
 class LimitsConfig(Strict):
@@ -245,6 +423,7 @@ class GraphConfig(Strict):
     models: list[ModelConfig] = Field(min_length=1, description="Every model the API serves.")
     ingress: IngressConfig = Field(default_factory=IngressConfig, description="The HTTP ingress deployment.")
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
+    routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Rewrite rules, tiers, experiments.")
     weights_dir: str | None = Field(
         default=None, description="Folder of prepared weights; default: $INFERENCE_GRAPH_WEIGHTS_DIR or ./models."
     )
@@ -261,6 +440,25 @@ class GraphConfig(Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"model name(s) {duplicates} appear more than once")
+        routing = self.routing
+        if routing.auto_model in names:
+            raise ValueError(f"routing.auto_model {routing.auto_model!r} is also a model name")
+        chat = {m.name for m in self.models if m.role is Role.CHAT}
+        for tier in routing.tiers:
+            if tier.model not in chat:
+                raise ValueError(
+                    f"tier {tier.name!r} names model {tier.model!r}, not one of the chat models {sorted(chat)}"
+                )
+        for rule in routing.rules:
+            wanted = rule.actions.set_model
+            if wanted is not None and wanted not in names and wanted != routing.auto_model:
+                raise ValueError(f"rule {rule.name!r} sets model {wanted!r}, which is not configured")
+        for name, experiment in routing.experiments.items():
+            model = self.model(experiment.model)
+            if model is None or experiment.version not in [v.version for v in model.versions]:
+                raise ValueError(
+                    f"experiment {name!r} pins {experiment.model}@{experiment.version}, which is not configured"
+                )
         return self
 
     def resolved_weights_dir(self) -> Path:

@@ -1,0 +1,217 @@
+"""Progressive rollout of a canary (pattern 3): step its weight up while its gates hold; roll back at once when not.
+
+The state machine is pure: outcomes are recorded, `tick()` judges, a clock is passed in. The RolloutController
+deployment owns one Rollout per model and runs `tick()` off the request path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from app.config import RolloutConfig
+
+
+class Phase(StrEnum):
+    PROGRESSING = "progressing"
+    PAUSED = "paused"
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled-back"
+    ABORTED = "aborted"
+
+
+class Action(StrEnum):
+    PROMOTE = "promote"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+
+
+FINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED})
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One finished request, as an ingress saw it."""
+
+    model: str
+    version: str
+    ok: bool
+    latency_ms: float
+
+
+@dataclass
+class Window:
+    requests: int = 0
+    errors: int = 0
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def add(self, outcome: Outcome) -> None:
+        self.requests += 1
+        if outcome.ok:
+            self.latencies_ms.append(outcome.latency_ms)
+        else:
+            self.errors += 1
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        """Nearest-rank p99 of successful requests' latency; 0 when there are none."""
+        if not self.latencies_ms:
+            return 0.0
+        ordered = sorted(self.latencies_ms)
+        return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
+
+
+@dataclass(frozen=True)
+class GateReading:
+    canary_requests: int
+    canary_error_rate: float
+    canary_p99_ms: float
+    stable_requests: int
+    stable_error_rate: float
+    stable_p99_ms: float
+    failed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float
+    phase: Phase
+    step: int
+    canary_weight: float
+    reason: str
+    reading: GateReading | None = None
+
+
+class InvalidTransition(ValueError):
+    """An action that the rollout's phase does not allow (e.g. resuming a promoted rollout)."""
+
+
+class Rollout:
+    def __init__(self, model: str, stable: str, config: RolloutConfig, clock: Callable[[], float]) -> None:
+        self.model = model
+        self.stable = stable
+        self.canary = config.canary
+        self._config = config
+        self._clock = clock
+        self.phase = Phase.PROGRESSING if config.auto_start else Phase.PAUSED
+        self._started = config.auto_start
+        self.step = 0
+        self._step_started = clock()
+        self._canary = Window()
+        self._stable = Window()
+        self.history: list[Event] = []
+        self._log("started" if config.auto_start else "waiting for resume")
+
+    @property
+    def canary_weight(self) -> float:
+        if self.phase is Phase.PROMOTED:
+            return 100.0
+        if self.phase in FINAL or not self._started:
+            return 0.0
+        return self._config.steps[self.step]
+
+    def weights(self) -> dict[str, float]:
+        w = self.canary_weight
+        return {self.stable: 100.0 - w, self.canary: w}
+
+    def record(self, outcome: Outcome) -> None:
+        if self.phase in FINAL:
+            return
+        if outcome.version == self.canary:
+            self._canary.add(outcome)
+        elif outcome.version == self.stable:
+            self._stable.add(outcome)
+
+    def reading(self) -> GateReading:
+        c, s = self._canary, self._stable
+        return GateReading(c.requests, c.error_rate, c.p99_ms, s.requests, s.error_rate, s.p99_ms, self._failures())
+
+    def _failures(self) -> tuple[str, ...]:
+        gates, c, s = self._config.gates, self._canary, self._stable
+        if c.requests < gates.min_requests:
+            return ()
+        failed = []
+        if c.error_rate > gates.max_error_rate:
+            failed.append(f"error rate {c.error_rate:.3f} > {gates.max_error_rate}")
+        if c.p99_ms > gates.max_p99_ms:
+            failed.append(f"p99 {c.p99_ms:.0f} ms > {gates.max_p99_ms:.0f} ms")
+        if s.requests >= gates.min_requests:
+            if c.error_rate - s.error_rate > gates.max_error_rate_increase:
+                failed.append(
+                    f"error rate {c.error_rate:.3f} exceeds stable's {s.error_rate:.3f} by more than "
+                    f"{gates.max_error_rate_increase}"
+                )
+            if s.p99_ms > 0 and c.p99_ms > gates.max_p99_ratio * s.p99_ms:
+                failed.append(f"p99 {c.p99_ms:.0f} ms > {gates.max_p99_ratio} x stable's {s.p99_ms:.0f} ms")
+        return tuple(failed)
+
+    def tick(self) -> None:
+        """Judge the gates: a failure rolls back at once; a step that held for its duration moves on."""
+        if self.phase is not Phase.PROGRESSING:
+            return
+        reading = self.reading()
+        if reading.failed:
+            self.phase = Phase.ROLLED_BACK
+            self._log("gate failed: " + "; ".join(reading.failed), reading)
+            return
+        held = self._clock() - self._step_started >= self._config.step_duration_s
+        if not held or reading.canary_requests < self._config.gates.min_requests:
+            return
+        if self.step == len(self._config.steps) - 1:
+            self.phase = Phase.PROMOTED
+            self._log("passed every step", reading)
+            return
+        self.step += 1
+        self._new_step()
+        self._log(f"step passed; canary to {self.canary_weight:g}%", reading)
+
+    def act(self, action: Action) -> None:
+        if self.phase in FINAL:
+            raise InvalidTransition(f"rollout of {self.model} is {self.phase.value}; it cannot {action.value}")
+        if action is Action.PROMOTE:
+            self.phase = Phase.PROMOTED
+        elif action is Action.ABORT:
+            self.phase = Phase.ABORTED
+        elif action is Action.PAUSE:
+            if self.phase is not Phase.PROGRESSING:
+                raise InvalidTransition(f"rollout of {self.model} is {self.phase.value}, not progressing")
+            self.phase = Phase.PAUSED
+        elif action is Action.RESUME:
+            if self.phase is not Phase.PAUSED:
+                raise InvalidTransition(f"rollout of {self.model} is {self.phase.value}, not paused")
+            self.phase = Phase.PROGRESSING
+            self._started = True
+            self._new_step()
+        self._log(f"{action.value} by hand", self.reading())
+
+    def _new_step(self) -> None:
+        self._step_started = self._clock()
+        self._canary = Window()
+        self._stable = Window()
+
+    def _log(self, reason: str, reading: GateReading | None = None) -> None:
+        self.history.append(Event(self._clock(), self.phase, self.step, self.canary_weight, reason, reading))
+
+    def state(self) -> dict[str, Any]:
+        """What GET /admin/rollouts shows."""
+        return {
+            "model": self.model,
+            "stable": self.stable,
+            "canary": self.canary,
+            "phase": self.phase.value,
+            "step": self.step,
+            "steps": list(self._config.steps),
+            "weights": self.weights(),
+            "gates": self._config.gates.model_dump(),
+            "reading": asdict(self.reading()),
+            "history": [asdict(e) for e in self.history],
+        }

@@ -1,0 +1,113 @@
+import pytest
+
+from app.config import RolloutConfig
+from app.traffic.rollout import Action, InvalidTransition, Outcome, Phase, Rollout
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rollout(clock: Clock, **gates: float) -> Rollout:
+    config = RolloutConfig.model_validate(
+        {"canary": "v2", "steps": [10, 50, 100], "step_duration_s": 10, "gates": {"min_requests": 10, **gates}}
+    )
+    return Rollout("m", "v1", config, clock)
+
+
+def feed(r: Rollout, version: str, n: int, errors: int = 0, latency_ms: float = 100) -> None:
+    for i in range(n):
+        r.record(Outcome("m", version, ok=i >= errors, latency_ms=latency_ms))
+
+
+def test_healthy_canary_is_promoted_through_every_step() -> None:
+    clock = Clock()
+    r = rollout(clock)
+    assert r.weights() == {"v1": 90, "v2": 10}
+    for expected in (50, 100):
+        feed(r, "v2", 10)
+        feed(r, "v1", 10)
+        r.tick()
+        assert r.phase is Phase.PROGRESSING  # not before the step's duration
+        clock.now += 10
+        r.tick()
+        assert r.canary_weight == expected
+    feed(r, "v2", 10)
+    clock.now += 10
+    r.tick()
+    assert r.phase is Phase.PROMOTED and r.weights() == {"v1": 0, "v2": 100}
+    assert [e.reason for e in r.history][-1] == "passed every step"
+
+
+def test_a_step_waits_for_enough_requests() -> None:
+    clock = Clock()
+    r = rollout(clock)
+    feed(r, "v2", 9)
+    clock.now = 100
+    r.tick()
+    assert (r.phase, r.step) == (Phase.PROGRESSING, 0)
+
+
+def test_error_gate_rolls_back_at_once_and_records_why() -> None:
+    clock = Clock()
+    r = rollout(clock, max_error_rate=0.05)
+    feed(r, "v2", 10, errors=2)
+    r.tick()  # before the step's duration: a failed gate does not wait
+    assert r.phase is Phase.ROLLED_BACK and r.weights() == {"v1": 100, "v2": 0}
+    event = r.history[-1]
+    assert "error rate 0.200 > 0.05" in event.reason
+    assert event.reading is not None and event.reading.canary_requests == 10
+
+
+def test_gates_against_stable() -> None:
+    clock = Clock()
+    r = rollout(clock, max_error_rate=0.5, max_error_rate_increase=0.05, max_p99_ratio=1.5)
+    feed(r, "v1", 20, latency_ms=100)
+    feed(r, "v2", 20, latency_ms=160)
+    r.tick()
+    assert r.phase is Phase.ROLLED_BACK
+    assert "1.5 x stable's 100 ms" in r.history[-1].reason
+    r2 = rollout(clock, max_error_rate=0.5, max_error_rate_increase=0.05)
+    feed(r2, "v1", 20)
+    feed(r2, "v2", 20, errors=2)
+    r2.tick()
+    assert r2.phase is Phase.ROLLED_BACK and "exceeds stable's 0.000" in r2.history[-1].reason
+
+
+def test_absolute_p99_gate() -> None:
+    r = rollout(Clock(), max_p99_ms=500)
+    feed(r, "v2", 100, latency_ms=100)
+    feed(r, "v2", 2, latency_ms=900)
+    r.tick()
+    assert r.phase is Phase.ROLLED_BACK and "p99 900 ms > 500 ms" in r.history[-1].reason
+
+
+def test_manual_actions() -> None:
+    clock = Clock()
+    r = rollout(clock)
+    r.act(Action.PAUSE)
+    feed(r, "v2", 10)
+    clock.now = 100
+    r.tick()
+    assert (r.phase, r.canary_weight) == (Phase.PAUSED, 10)
+    r.act(Action.RESUME)
+    assert r.phase is Phase.PROGRESSING
+    r.act(Action.ABORT)
+    assert r.weights() == {"v1": 100, "v2": 0}
+    with pytest.raises(InvalidTransition):
+        r.act(Action.RESUME)
+    r2 = rollout(clock)
+    r2.act(Action.PROMOTE)
+    assert r2.weights()["v2"] == 100
+
+
+def test_waits_for_resume_without_auto_start() -> None:
+    config = RolloutConfig(canary="v2", auto_start=False)
+    r = Rollout("m", "v1", config, Clock())
+    assert r.phase is Phase.PAUSED and r.canary_weight == 0
+    r.act(Action.RESUME)
+    assert r.canary_weight == 10
