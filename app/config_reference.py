@@ -1,13 +1,16 @@
 """The README's config reference, generated from the config model so the two cannot drift apart.
 
-`python -m app.config_reference` prints it; a unit test checks that the README holds exactly this text.
+`python -m app.config_reference` prints it, `--write README.md` puts it between the README's markers; a unit test
+checks that the README holds exactly this text.
 """
 
 from __future__ import annotations
 
+import sys
 import types
 import typing
 from enum import Enum
+from pathlib import Path
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -80,5 +83,18 @@ def reference() -> str:
     return "\n".join(header + _rows(GraphConfig, ""))
 
 
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def write_into(path: Path) -> None:
+    text = path.read_text()
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{reference()}\n{END}{tail}")
+
+
 if __name__ == "__main__":
-    print(reference())
+    if len(sys.argv) == 3 and sys.argv[1] == "--write":
+        write_into(Path(sys.argv[2]))
+    else:
+        print(reference())

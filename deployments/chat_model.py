@@ -18,6 +18,7 @@ from app.errors import ErrorInfo
 from app.protocol import ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse
 from app.serving.generation import GenerationService, Limits
 from app.tokenizer import HFTokenizer
+from app.traffic.faults import FaultInjector
 
 
 @serve.deployment
@@ -32,6 +33,7 @@ class ChatModel:
             limits=Limits(max_model_len=version.max_model_len, max_output_tokens=version.output_token_limit),
         )
         self.batch_sizes: deque[int] = deque(maxlen=1000)
+        self.faults = FaultInjector(version.faults)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batching = BatchingConfig.model_validate(user_config.get("batching", {}))
@@ -46,12 +48,18 @@ class ChatModel:
         return await asyncio.to_thread(self.engine.run_batch, calls)
 
     async def create(
-        self, request: ChatCompletionRequest | CompletionRequest
+        self, request: ChatCompletionRequest | CompletionRequest, as_chat: bool = False
     ) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
-        return await self.service.create(request)
+        return await self.faults.check() or await self.service.create(request, as_chat)
 
-    async def stream(self, request: ChatCompletionRequest | CompletionRequest) -> AsyncIterator[str | ErrorInfo]:
-        async for event in self.service.stream(request):
+    async def stream(
+        self, request: ChatCompletionRequest | CompletionRequest, as_chat: bool = False
+    ) -> AsyncIterator[str | ErrorInfo]:
+        fault = await self.faults.check()
+        if fault is not None:
+            yield fault
+            return
+        async for event in self.service.stream(request, as_chat):
             yield event
 
     async def ready(self) -> bool:

@@ -18,6 +18,7 @@ from app.engines.sentence_encoder import SentenceEncoder
 from app.errors import ErrorInfo
 from app.protocol import EmbeddingRequest, EmbeddingResponse, RerankRequest, RerankResponse
 from app.serving.embedding import EncoderService
+from app.traffic.faults import FaultInjector
 
 
 @serve.deployment
@@ -33,6 +34,7 @@ class Encoder:
             max_inputs=limits.max_rerank_documents if model.role is Role.RERANK else limits.max_embedding_inputs,
         )
         self.batch_sizes: deque[int] = deque(maxlen=1000)
+        self.faults = FaultInjector(version.faults)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batching = BatchingConfig.model_validate(user_config.get("batching", {}))
@@ -49,11 +51,11 @@ class Encoder:
         rows = await asyncio.gather(*(self._encode_batch(text) for text in texts))  # type: ignore[arg-type]
         return np.stack(rows)
 
-    async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse | ErrorInfo:
-        return await self.service.embed(request)
+    async def embed(self, request: EmbeddingRequest, as_chat: bool = False) -> EmbeddingResponse | ErrorInfo:
+        return await self.faults.check() or await self.service.embed(request)
 
-    async def rerank(self, request: RerankRequest) -> RerankResponse | ErrorInfo:
-        return await self.service.rerank(request)
+    async def rerank(self, request: RerankRequest, as_chat: bool = False) -> RerankResponse | ErrorInfo:
+        return await self.faults.check() or await self.service.rerank(request)
 
     async def ready(self) -> bool:
         return True

@@ -12,6 +12,7 @@ from app.engines.vllm_chat import cpu_environment
 from deployments.chat_model import ChatModel
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
+from deployments.rollout_controller import RolloutController
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -30,11 +31,17 @@ def bind_graph(config: GraphConfig) -> Application:
             else:
                 bound = deployment.bind(model, version, weights_dir, config.limits)
             handles.setdefault(model.name, {})[version.version] = bound
+    rollouts = any(m.rollout is not None for m in config.models)
+    controller = (
+        RolloutController.options(ray_actor_options={"num_cpus": 0.05}).bind(config)  # type: ignore[attr-defined]
+        if rollouts
+        else None
+    )
     ingress: Deployment = Ingress.options(  # type: ignore[attr-defined]
         num_replicas=config.ingress.num_replicas,
         ray_actor_options={"num_cpus": config.ingress.num_cpus},
     )
-    app: Application = ingress.bind(config, handles)
+    app: Application = ingress.bind(config, handles, controller)
     return app
 
 

@@ -1,13 +1,15 @@
-"""Ingress: the OpenAI HTTP surface. Parses and checks requests, picks the model version, makes one hop."""
+"""Ingress: the OpenAI HTTP surface. Runs the policy pipeline in-process, then makes one hop (retried on failure)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -16,22 +18,19 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from app.config import GraphConfig, ModelConfig, Role
-from app.errors import ErrorInfo, ModelNotFound, ModelNotSupported, NotFound, PayloadTooLarge, to_error_info
-from app.protocol import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    EmbeddingRequest,
-    ModelCard,
-    ModelList,
-    ModelRequest,
-    RerankRequest,
-)
+from app.errors import ErrorInfo, NotFound, PayloadTooLarge, to_error_info
+from app.protocol import ModelCard, ModelList
+from app.tokenizer import HFTokenizer
+from app.traffic.plan import Plan, Planner, tokens_needed
+from app.traffic.retry import should_retry
+from app.traffic.rollout import Action, Outcome
+from app.traffic.router import OutcomeLog, VersionRouter
 from deployments.errors import call, first_item, translate
 
-RequestT = TypeVar("RequestT", bound=ModelRequest)
 Handles = dict[str, dict[str, DeploymentHandle[Any]]]
 
 logger = logging.getLogger("ray.serve")
+CATCH_ALL = "/{path:path}"
 api = FastAPI(title="inference-graph", description="OpenAI-compatible inference graph on Ray Serve.")
 
 
@@ -42,6 +41,9 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 
 @api.exception_handler(405)
 async def _bad_method(request: Request, exc: Exception) -> JSONResponse:
+    known = {getattr(r, "path", "") for r in request.app.routes} - {CATCH_ALL}
+    if request.url.path not in known:  # only the POST catch-all matched: the path itself is unknown
+        return error_response(NotFound(f"No route for {request.method} {request.url.path}.").info())
     info = ErrorInfo(
         status=405,
         message=f"Method {request.method} is not allowed on {request.url.path}.",
@@ -76,10 +78,15 @@ def _json(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
     return Response(content=model.model_dump_json(), media_type="application/json", headers=headers)
 
 
-def _result(result: BaseModel, served_by: str) -> Response:
-    if isinstance(result, ErrorInfo):
-        return error_response(result, {"x-served-by": served_by})
-    return _json(result, {"x-served-by": served_by})
+def _route_headers(plan: Plan, version: str) -> dict[str, str]:
+    headers = {"x-served-by": f"{plan.model.name}@{version}"}
+    if plan.tier:
+        headers["x-route-tier"] = plan.tier
+    if plan.rules:
+        headers["x-rewrite"] = ",".join(plan.rules)
+    if plan.experiment and plan.pinned:
+        headers["x-experiment"] = plan.experiment
+    return headers
 
 
 async def _sse(first: str, rest: DeploymentResponseGenerator[Any]) -> AsyncIterator[str]:
@@ -112,10 +119,17 @@ async def _sse(first: str, rest: DeploymentResponseGenerator[Any]) -> AsyncItera
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, config: GraphConfig, handles: Handles) -> None:
+    def __init__(self, config: GraphConfig, handles: Handles, controller: DeploymentHandle[Any] | None) -> None:
         self._config = config
         self._handles = handles
+        self._controller = controller
         self._created = int(time.time())
+        rng = random.Random()
+        self._routers = {m.name: VersionRouter(m, time.monotonic, rng) for m in config.models}
+        self._tokenizers: dict[str, HFTokenizer] = {}
+        self._planner = Planner(config, self._count_tokens, lambda name: self._routers[name].can_serve())
+        self._outcomes = OutcomeLog()
+        self._syncer: asyncio.Task[None] | None = None
 
     # ---- endpoints ----------------------------------------------------------------------------------------
 
@@ -125,6 +139,7 @@ class Ingress:
 
     @api.get("/ready")
     async def ready(self) -> JSONResponse:
+        self._ensure_syncing()
         names = [m.name for m in self._config.models]
         states = await asyncio.gather(*(self._probe(m) for m in self._config.models))
         body = {"ready": all(states), "models": dict(zip(names, states, strict=True))}
@@ -137,57 +152,140 @@ class Ingress:
 
     @api.post("/v1/chat/completions")
     async def chat_completions(self, request: Request) -> Response:
-        return await self._generate(request, ChatCompletionRequest)
+        return await self._serve(request)
 
     @api.post("/v1/completions")
     async def completions(self, request: Request) -> Response:
-        return await self._generate(request, CompletionRequest)
+        return await self._serve(request)
 
     @api.post("/v1/embeddings")
     async def embeddings(self, request: Request) -> Response:
-        return await self._encode(request, EmbeddingRequest, Role.EMBEDDING, "embed")
+        return await self._serve(request)
 
     @api.post("/v1/rerank")
     async def rerank(self, request: Request) -> Response:
-        return await self._encode(request, RerankRequest, Role.RERANK, "rerank")
+        return await self._serve(request)
 
-    # ---- the one hop ----------------------------------------------------------------------------------------
+    @api.get("/admin/rollouts")
+    async def rollouts(self) -> JSONResponse:
+        states = await call(self._controller.states.remote(), 10) if self._controller else []
+        for state in states:
+            state["breakers"] = self._routers[state["model"]].breaker_states()
+        return JSONResponse({"rollouts": states})
 
-    async def _generate(
-        self, request: Request, schema: type[ChatCompletionRequest] | type[CompletionRequest]
-    ) -> Response:
+    @api.post("/admin/rollouts/{name}/{action}")
+    async def rollout_action(self, name: str, action: str) -> JSONResponse:
+        if self._controller is None:
+            return error_response(NotFound("No rollouts are configured.").info())
         try:
-            body = await self._parse(request, schema)
-            model = self._model(body.model, Role.CHAT)
-            handle, served_by = self._target(model)
-            timeout = self._config.limits.request_timeout_s
-            if body.stream:
-                stream: DeploymentResponseGenerator[Any] = handle.options(stream=True).stream.remote(body)  # type: ignore[assignment]
-                first = await first_item(stream, timeout)
-                if isinstance(first, ErrorInfo):
+            act = Action(action)
+        except ValueError:
+            return error_response(
+                NotFound(f"Unknown action '{action}'; use one of {[a.value for a in Action]}.").info()
+            )
+        result = await call(self._controller.act.remote(name, act), 10)
+        if isinstance(result, ErrorInfo):
+            return error_response(result)
+        await self._sync()
+        return JSONResponse(result)
+
+    @api.post(CATCH_ALL)
+    async def rewritten(self, request: Request) -> Response:
+        """Paths that exist only before a rewrite rule (e.g. a legacy prefix); unmatched ones get a 404."""
+        return await self._serve(request)
+
+    # ---- the pipeline and the one hop ---------------------------------------------------------------------
+
+    async def _serve(self, request: Request) -> Response:
+        self._ensure_syncing()
+        try:
+            data = await self._read_json(request)
+            plan = await asyncio.to_thread(self._planner.plan, request.url.path, request.headers, data)
+            if plan.stream:
+                return await self._stream(plan)
+            return await self._unary(plan)
+        except Exception as exc:
+            return _failure(exc)
+
+    async def _unary(self, plan: Plan) -> Response:
+        router, tried = self._routers[plan.model.name], list[str]()
+        for attempt in range(1, plan.model.retry.attempts + 1):
+            version, _ = router.choose(plan.user, plan.pinned, tried)
+            handle = self._handles[plan.model.name][version]
+            method = getattr(handle, plan.endpoint.method)
+            started = time.monotonic()
+            try:
+                result = await call(method.remote(plan.body, plan.as_chat), plan.model.retry.per_try_timeout_s)
+            except Exception as exc:
+                result = to_error_info(translate(exc))
+                logger.warning("%s@%s failed: %s", plan.model.name, version, result.message)
+            failed = isinstance(result, ErrorInfo) and result.status >= 500
+            self._record(plan.model, version, not failed, started)
+            headers = _route_headers(plan, version)
+            if not isinstance(result, ErrorInfo):
+                return _json(result, headers)
+            if not failed or not should_retry(plan.model.retry, attempt, result):
+                return error_response(result, headers)
+            tried.append(version)
+        raise AssertionError("unreachable: the last attempt returns")
+
+    async def _stream(self, plan: Plan) -> Response:
+        """Retried only before the first byte; after it, a failure is an SSE error event."""
+        router, tried = self._routers[plan.model.name], list[str]()
+        for attempt in range(1, plan.model.retry.attempts + 1):
+            version, _ = router.choose(plan.user, plan.pinned, tried)
+            handle = self._handles[plan.model.name][version]
+            started = time.monotonic()
+            stream: DeploymentResponseGenerator[Any] = handle.options(stream=True).stream.remote(  # type: ignore[assignment]
+                plan.body, plan.as_chat
+            )
+            try:
+                first = await first_item(stream, plan.model.retry.per_try_timeout_s)
+            except Exception as exc:
+                stream.cancel()  # type: ignore[no-untyped-call]
+                first = to_error_info(translate(exc))
+            headers = _route_headers(plan, version)
+            if isinstance(first, ErrorInfo):
+                failed = first.status >= 500
+                self._record(plan.model, version, not failed, started)
+                if not failed or not should_retry(plan.model.retry, attempt, first):
                     stream.cancel()  # type: ignore[no-untyped-call]
-                    return error_response(first, {"x-served-by": served_by})
-                return StreamingResponse(
-                    _sse(first, stream), media_type="text/event-stream", headers={"x-served-by": served_by}
-                )
-            result = await call(handle.create.remote(body), timeout)
-            return _result(result, served_by)
-        except Exception as exc:
-            return _failure(exc)
+                    return error_response(first, headers)
+                tried.append(version)
+                continue
+            self._record(plan.model, version, True, started)
+            return StreamingResponse(_sse(first, stream), media_type="text/event-stream", headers=headers)
+        raise AssertionError("unreachable: the last attempt returns")
 
-    async def _encode(self, request: Request, schema: type[RequestT], role: Role, method: str) -> Response:
-        try:
-            body = await self._parse(request, schema)
-            model = self._model(body.model, role)
-            handle, served_by = self._target(model)
-            result = await call(getattr(handle, method).remote(body), self._config.limits.request_timeout_s)
-            return _result(result, served_by)
-        except Exception as exc:
-            return _failure(exc)
+    def _record(self, model: ModelConfig, version: str, ok: bool, started: float) -> None:
+        self._routers[model.name].record(version, ok)
+        if model.rollout is not None:
+            self._outcomes.add(Outcome(model.name, version, ok, (time.monotonic() - started) * 1000))
+
+    # ---- rollout sync -------------------------------------------------------------------------------------
+
+    def _ensure_syncing(self) -> None:
+        if self._controller is not None and (self._syncer is None or self._syncer.done()):
+            self._syncer = asyncio.get_running_loop().create_task(self._sync_forever())
+
+    async def _sync_forever(self) -> None:
+        while True:
+            try:
+                await self._sync()
+            except Exception as exc:  # the controller restarting must not stop the loop
+                logger.warning("rollout sync failed: %s", exc)
+            await asyncio.sleep(self._config.routing.sync_interval_s)
+
+    async def _sync(self) -> None:
+        if self._controller is None:
+            return
+        weights = await call(self._controller.sync.remote(self._outcomes.drain()), 5)
+        for name, shares in weights.items():
+            self._routers[name].set_weights(shares)
 
     # ---- helpers ----------------------------------------------------------------------------------------------
 
-    async def _parse(self, request: Request, schema: type[RequestT]) -> RequestT:
+    async def _read_json(self, request: Request) -> Any:
         limit = self._config.limits.max_body_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
@@ -199,26 +297,20 @@ class Ingress:
             if size > limit:
                 raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
             chunks.append(chunk)
-        data: Any = json.loads(b"".join(chunks).decode("utf-8"))
-        return schema.model_validate(data)
+        return json.loads(b"".join(chunks).decode("utf-8"))
 
-    def _model(self, name: str, role: Role) -> ModelConfig:
-        model = self._config.model(name)
-        if model is None:
-            raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
-        if model.role is not role:
-            raise ModelNotSupported(
-                f"The model '{name}' is a {model.role.value} model; this endpoint needs a {role.value} model.",
-                param="model",
-            )
-        return model
-
-    def _target(self, model: ModelConfig) -> tuple[DeploymentHandle[Any], str]:
-        version = model.serving_version.version
-        return self._handles[model.name][version], f"{model.name}@{version}"
+    def _count_tokens(self, name: str, body: Any, as_chat: bool) -> int:
+        """Exact tokens under the model's own tokenizer; loaded on first use (runs in a worker thread)."""
+        if name not in self._tokenizers:
+            model = self._config.model(name)
+            if model is None or model.role is not Role.CHAT:
+                raise ValueError(f"no chat model {name!r}")
+            path = model.serving_version.weights.local_path(self._config.resolved_weights_dir())
+            self._tokenizers[name] = HFTokenizer(Path(path))
+        return tokens_needed(self._tokenizers[name], body, as_chat)
 
     async def _probe(self, model: ModelConfig) -> bool:
-        handle, _ = self._target(model)
+        handle = self._handles[model.name][model.stable_version]
         try:
             return bool(await asyncio.wait_for(handle.ready.remote(), self._config.ingress.ready_probe_timeout_s))
         except Exception:

@@ -5,8 +5,12 @@ from __future__ import annotations
 from app.config import RetryConfig, RetryOn
 from app.errors import ErrorInfo
 
-_KIND_BY_STATUS = {500: RetryOn.SERVER_ERROR, 502: RetryOn.SERVER_ERROR, 503: RetryOn.REPLICA_DEATH,
-                   504: RetryOn.TIMEOUT}
+_KIND_BY_STATUS = {
+    500: RetryOn.SERVER_ERROR,
+    502: RetryOn.SERVER_ERROR,
+    503: RetryOn.REPLICA_DEATH,
+    504: RetryOn.TIMEOUT,
+}
 
 
 def failure_kind(info: ErrorInfo) -> RetryOn | None:

@@ -14,7 +14,52 @@ APP_NAME = "tiny-graph"
 
 
 def tiny_config(chat_path: Path, embed_path: Path) -> GraphConfig:
-    small = {"num_cpus": 0.1}
+    def chat_version(label: str, **extra: object) -> dict[str, object]:
+        return {
+            "version": label,
+            "engine": "transformers",
+            "weights": {"path": str(chat_path)},
+            "device": "cpu",
+            "max_model_len": 256,
+            "num_cpus": 0.05,
+            **extra,
+        }
+
+    def encoder(name: str, role: str, **extra: object) -> dict[str, object]:
+        version = {
+            "version": "v1",
+            "engine": "sentence-transformers",
+            "weights": {"path": str(embed_path)},
+            "device": "cpu",
+            "num_cpus": 0.05,
+            **extra,
+        }
+        return {"name": name, "role": role, "versions": [version]}
+
+    def traffic_model(name: str, faulty: str | None = None, **traffic: object) -> dict[str, object]:
+        """A stable and a second version; `faulty` names a version that fails every call."""
+        second = "bad" if faulty == "bad" else "canary"
+        versions = [
+            chat_version(label, **({"faults": {"abort_percent": 100}} if label == faulty else {}))
+            for label in ("stable", second)
+        ]
+        return {
+            "name": name,
+            "role": "chat",
+            "default_version": "stable",
+            "versions": versions,
+            "retry": {"attempts": 2, "per_try_timeout_s": 30},
+            **traffic,
+        }
+
+    def rollout(min_requests: int) -> dict[str, object]:
+        return {
+            "canary": "canary",
+            "steps": [50, 100],
+            "step_duration_s": 1.0,
+            "gates": {"min_requests": min_requests, "max_error_rate": 0.1, "max_p99_ratio": 20},
+        }
+
     return load_config(
         {
             "ingress": {"num_cpus": 0.1},
@@ -24,54 +69,45 @@ def tiny_config(chat_path: Path, embed_path: Path) -> GraphConfig:
                     "name": "tiny-chat",
                     "role": "chat",
                     "versions": [
-                        {
-                            "version": "v1",
-                            "engine": "transformers",
-                            "weights": {"path": str(chat_path)},
-                            "device": "cpu",
-                            "max_model_len": 256,
-                            "max_output_tokens": 64,
-                            **small,
-                            "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
-                        },
-                        {
-                            "version": "v2",
-                            "engine": "transformers",
-                            "weights": {"path": str(chat_path)},
-                            "device": "cpu",
-                            "max_model_len": 256,
-                            **small,
-                        },
+                        chat_version(
+                            "v1", max_output_tokens=64, batching={"max_batch_size": 8, "batch_wait_timeout_s": 0.05}
+                        ),
+                        chat_version("v2"),
                     ],
                 },
-                {
-                    "name": "tiny-embed",
-                    "role": "embedding",
-                    "versions": [
-                        {
-                            "version": "v1",
-                            "engine": "sentence-transformers",
-                            "weights": {"path": str(embed_path)},
-                            "device": "cpu",
-                            **small,
-                            "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.1},
-                        },
-                    ],
-                },
-                {
-                    "name": "tiny-rerank",
-                    "role": "rerank",
-                    "versions": [
-                        {
-                            "version": "v1",
-                            "engine": "sentence-transformers",
-                            "weights": {"path": str(embed_path)},
-                            "device": "cpu",
-                            **small,
-                        },
-                    ],
-                },
+                traffic_model(
+                    "tiny-flaky",
+                    faulty="bad",
+                    weights={"stable": 50, "bad": 50},
+                    breaker={"failure_threshold": 2, "recovery_time_s": 60},
+                ),
+                traffic_model("tiny-faulty-canary", faulty="canary", rollout=rollout(min_requests=4)),
+                traffic_model("tiny-healthy-canary", rollout=rollout(min_requests=3)),
+                traffic_model("tiny-manual-canary", rollout={**rollout(min_requests=3), "auto_start": False}),
+                encoder("tiny-embed", "embedding", batching={"max_batch_size": 16, "batch_wait_timeout_s": 0.1}),
+                encoder("tiny-rerank", "rerank"),
             ],
+            "routing": {
+                "rules": [
+                    {
+                        "name": "legacy-prefix",
+                        "match": {"path_prefix": "/openai/v1/"},
+                        "actions": {"rewrite_path": "/v1/"},
+                    },
+                    {
+                        "name": "completions-as-chat",
+                        "match": {"path_prefix": "/v1/completions", "headers": {"x-model-type": {"exact": "chat"}}},
+                        "actions": {"rewrite_path": "/v1/chat/completions"},
+                    },
+                    {"name": "alias", "match": {"model": "gpt-4o-mini"}, "actions": {"set_model": "tiny-chat"}},
+                ],
+                "tiers": [
+                    {"name": "small", "model": "tiny-chat", "max_tokens": 60},
+                    {"name": "large", "model": "tiny-chat"},
+                ],
+                "experiments": {"tiny-next": {"model": "tiny-chat", "version": "v2"}},
+                "sync_interval_s": 0.1,
+            },
         }
     )
 

@@ -38,10 +38,11 @@ def test_health_ready_models(graph: str) -> None:
     assert httpx.get(f"{graph}/health").json() == {"status": "ok"}
     ready = httpx.get(f"{graph}/ready", timeout=10)
     assert ready.status_code == 200
-    assert ready.json()["models"] == {"tiny-chat": True, "tiny-embed": True, "tiny-rerank": True}
+    states = ready.json()["models"]
+    assert {"tiny-chat", "tiny-embed", "tiny-rerank"} <= set(states) and all(states.values())
     models = httpx.get(f"{graph}/v1/models").json()
     assert models["object"] == "list"
-    assert sorted(m["id"] for m in models["data"]) == ["tiny-chat", "tiny-embed", "tiny-rerank"]
+    assert {"tiny-chat", "tiny-embed", "tiny-rerank", "tiny-flaky"} <= {m["id"] for m in models["data"]}
 
 
 def test_every_response_names_what_served_it(graph: str) -> None:

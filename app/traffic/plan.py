@@ -1,0 +1,107 @@
+"""The ingress's policy pipeline, in process: rewrite -> parse -> tier -> experiment / split. Its output, a Plan,
+names the model and how to pick its version; the ingress then makes the one hop (with retries)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.config import GraphConfig, ModelConfig
+from app.endpoints import Endpoint
+from app.engines.base import Tokenizer
+from app.errors import InvalidRequest, ModelNotFound, ModelNotSupported, NotFound
+from app.protocol import ChatCompletionRequest, CompletionRequest, ModelRequest
+from app.traffic.rewrite import apply_rules
+from app.traffic.tiers import choose_tier
+
+
+@dataclass(frozen=True)
+class Plan:
+    endpoint: Endpoint  # what serves it
+    body: ModelRequest  # in the shape the client sent
+    model: ModelConfig
+    as_chat: bool = False  # a completion served through the chat template (a rewrite rule asked for it)
+    tier: str | None = None
+    pinned: str | None = None  # version pinned by an experiment
+    experiment: str | None = None
+    user: str | None = None
+    rules: list[str] = field(default_factory=list)
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stream(self) -> bool:
+        return bool(getattr(self.body, "stream", False))
+
+
+CountTokens = Callable[[str, ModelRequest, bool], int]
+"""Tokens a request needs on a model (prompt with the model's own template, plus max_tokens); the flag says the
+request is a completion served through the chat template."""
+
+
+class Planner:
+    def __init__(self, config: GraphConfig, count_tokens: CountTokens, can_serve: Callable[[str], bool]) -> None:
+        self._config = config
+        self._count = count_tokens
+        self._can_serve = can_serve
+
+    def plan(self, path: str, headers: Mapping[str, str], data: Any) -> Plan:
+        routing = self._config.routing
+        original = data.get("model") if isinstance(data, dict) else None
+        view = apply_rules(routing.rules, path, headers, original if isinstance(original, str) else None)
+        if isinstance(data, dict) and view.model != original:
+            data = {**data, "model": view.model}
+        served = Endpoint.for_path(view.path)
+        asked = Endpoint.for_path(path) or served
+        if served is None or asked is None:
+            raise NotFound(f"No route for POST {view.path}.")
+        as_chat = asked is Endpoint.COMPLETION and served is Endpoint.CHAT
+        if asked is not served and not as_chat:
+            raise InvalidRequest(f"A rewrite rule sends {asked.path} to {served.path}, which cannot serve it.")
+        body = asked.schema.model_validate(data)
+        tier = None
+        if body.model == routing.auto_model and served.generates:
+            chosen, _ = choose_tier(
+                routing.tiers,
+                lambda name: self._count(name, body, as_chat),
+                lambda name: self._model(name, served).serving_version.max_model_len,
+                self._can_serve,
+            )
+            tier, body = chosen.name, body.model_copy(update={"model": chosen.model})
+        model = self._model(body.model, served)
+        experiment = view.headers.get(routing.experiment_header)
+        pinned = None
+        if experiment is not None:
+            pin = routing.experiments.get(experiment)
+            if pin is None:
+                raise InvalidRequest(
+                    f"Unknown experiment '{experiment}'; configured: {sorted(routing.experiments)}.",
+                    param=routing.experiment_header,
+                )
+            pinned = pin.version if pin.model == model.name else None
+        user = getattr(body, "user", None) or view.headers.get(routing.sticky_header)
+        return Plan(served, body, model, as_chat, tier, pinned, experiment, user, view.applied, view.headers)
+
+    def _model(self, name: str, endpoint: Endpoint) -> ModelConfig:
+        model = self._config.model(name)
+        if model is None:
+            raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+        if model.role is not endpoint.role:
+            raise ModelNotSupported(
+                f"The model '{name}' is a {model.role.value} model; {endpoint.path} needs a {endpoint.role.value} "
+                "model.",
+                param="model",
+            )
+        return model
+
+
+def tokens_needed(tokenizer: Tokenizer, body: ModelRequest, as_chat: bool) -> int:
+    """Prompt tokens under the model's own tokenizer (chat template applied) plus the requested max_tokens."""
+    if isinstance(body, CompletionRequest) and as_chat:
+        return len(tokenizer.render_chat([{"role": "user", "content": body.prompt_text()}])) + (body.max_tokens or 0)
+    if isinstance(body, ChatCompletionRequest):
+        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
+        return len(tokenizer.render_chat(messages)) + (body.requested_max_tokens() or 0)
+    if isinstance(body, CompletionRequest):
+        return len(tokenizer.encode(body.prompt_text())) + (body.requested_max_tokens() or 0)
+    return 0

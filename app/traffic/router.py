@@ -1,0 +1,66 @@
+"""Per-model version choice at the ingress: live weights, experiments, sticky splits, and breakers."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Mapping
+
+from app.config import ModelConfig
+from app.traffic.breaker import BreakerState, CircuitBreaker
+from app.traffic.rollout import Outcome
+from app.traffic.split import choose_version
+
+
+class VersionRouter:
+    def __init__(self, model: ModelConfig, clock: Callable[[], float], rng: random.Random) -> None:
+        self.model = model
+        self.stable = model.stable_version
+        self.weights: dict[str, float] = model.initial_weights()
+        self._rng = rng
+        self._breakers = {v.version: CircuitBreaker(model.breaker, clock) for v in model.versions}
+        # the weight line: every non-stable version first, so a rising canary share only takes users from stable
+        self._order = [v.version for v in model.versions if v.version != self.stable] + [self.stable]
+
+    def choose(self, user: str | None, pinned: str | None = None, exclude: Iterable[str] = ()) -> tuple[str, str]:
+        """(version, why): the pinned or split version if its breaker lets it through, else the stable one."""
+        excluded = set(exclude)
+        wanted = pinned or choose_version(self.model.name, self.weights, user, self._rng, self._order)
+        why = "experiment" if pinned else "split"
+        if wanted not in excluded and self._breakers[wanted].allow():
+            return wanted, why
+        for fallback in [self.stable, *self._order]:
+            if fallback != wanted and fallback not in excluded and self._breakers[fallback].allow():
+                return fallback, "fallback"
+        return self.stable, "fallback"
+
+    def record(self, version: str, ok: bool) -> None:
+        breaker = self._breakers[version]
+        if ok:
+            breaker.record_success()
+        else:
+            breaker.record_failure()
+
+    def can_serve(self) -> bool:
+        return any(b.state is not BreakerState.OPEN for b in self._breakers.values())
+
+    def breaker_states(self) -> dict[str, str]:
+        return {version: b.state.value for version, b in self._breakers.items()}
+
+    def set_weights(self, weights: Mapping[str, float]) -> None:
+        self.weights = {**{v: 0.0 for v in self._order}, **weights}
+
+
+class OutcomeLog:
+    """Outcomes an ingress saw since its last report to the rollout controller."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._items: list[Outcome] = []
+        self._limit = limit
+
+    def add(self, outcome: Outcome) -> None:
+        if len(self._items) < self._limit:
+            self._items.append(outcome)
+
+    def drain(self) -> list[Outcome]:
+        items, self._items = self._items, []
+        return items
