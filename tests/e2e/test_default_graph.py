@@ -16,6 +16,7 @@ CHAT_MODEL = "smollm2-135m-instruct"
 EMBED_MODEL = "all-minilm-l6-v2"
 RERANK_MODEL = "minilm-rerank"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+ON_VLLM = {"x-experiment": "smollm2-v1"}  # pins the stable version (vLLM); v2 runs on transformers
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,13 @@ def test_streaming_matches_plain(client: openai.OpenAI) -> None:
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "paris" in text.lower()
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
-    plain = client.chat.completions.create(model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=16)  # type: ignore[arg-type]
+    plain = client.chat.completions.create(
+        model=CHAT_MODEL,
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=16,  # type: ignore[arg-type]
+        extra_headers=ON_VLLM,
+    )
     assert plain.choices[0].message.content == text
 
 
@@ -119,7 +126,7 @@ def test_disconnect_aborts_the_generation(default_graph: str) -> None:
         "stream": True,
         "temperature": 0.8,
     }
-    with httpx.stream("POST", f"{default_graph}/v1/chat/completions", json=body, timeout=60) as r:
+    with httpx.stream("POST", f"{default_graph}/v1/chat/completions", json=body, headers=ON_VLLM, timeout=60) as r:
         lines = r.iter_lines()
         received = [next(lines) for _ in range(6)]
     assert any(line.startswith("data: ") for line in received)
@@ -131,3 +138,56 @@ def test_disconnect_aborts_the_generation(default_graph: str) -> None:
         time.sleep(0.5)
     assert stats.aborted == before.aborted + 1, stats
     assert stats.running == 0, stats
+
+
+def test_canary_version_on_transformers_also_knows_paris(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=CHAT_MODEL,
+        messages=QUESTION,
+        temperature=0,
+        max_tokens=16,  # type: ignore[arg-type]
+        extra_headers={"x-experiment": "smollm2-v2"},
+    )
+    assert raw.headers["x-served-by"] == f"{CHAT_MODEL}@v2"
+    assert "paris" in (raw.parse().choices[0].message.content or "").lower()
+
+
+def test_split_is_sticky_per_user(client: openai.OpenAI) -> None:
+    served = {}
+    for user in (f"user-{i}" for i in range(30)):
+        raw = client.chat.completions.with_raw_response.create(
+            model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=1, user=user
+        )  # type: ignore[arg-type]
+        served[user] = raw.headers["x-served-by"]
+    assert set(served.values()) <= {f"{CHAT_MODEL}@v1", f"{CHAT_MODEL}@v2"}
+    again = client.chat.completions.with_raw_response.create(
+        model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=1, user="user-7"
+    )  # type: ignore[arg-type]
+    assert again.headers["x-served-by"] == served["user-7"]
+
+
+def test_auto_model_routes_to_a_tier(client: openai.OpenAI) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model="auto", messages=QUESTION, temperature=0, max_tokens=16
+    )  # type: ignore[arg-type]
+    assert raw.headers["x-route-tier"] == "small"
+    assert raw.parse().model == CHAT_MODEL
+
+
+def test_seed_rules(default_graph: str) -> None:
+    legacy = openai.OpenAI(base_url=f"{default_graph}/openai/v1", api_key="unused", max_retries=0)
+    raw = legacy.chat.completions.with_raw_response.create(
+        model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=16
+    )  # type: ignore[arg-type]
+    assert raw.headers["x-rewrite"] == "legacy-prefix"
+    assert "paris" in (raw.parse().choices[0].message.content or "").lower()
+    client = openai.OpenAI(base_url=f"{default_graph}/v1", api_key="unused", max_retries=0)
+    raw_completion = client.completions.with_raw_response.create(
+        model=CHAT_MODEL,
+        prompt=QUESTION[0]["content"],
+        temperature=0,
+        max_tokens=16,
+        extra_headers={"x-model-type": "chat", **ON_VLLM},
+    )
+    assert raw_completion.headers["x-rewrite"] == "completions-as-chat"
+    assert "paris" in raw_completion.parse().choices[0].text.lower()
