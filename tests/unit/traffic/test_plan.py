@@ -1,0 +1,100 @@
+from pathlib import Path
+
+import pytest
+
+from app.config import load_config
+from app.endpoints import Endpoint
+from app.errors import InvalidRequest, ModelNotFound, ModelNotSupported, NotFound
+from app.protocol import CompletionRequest
+from app.traffic.plan import Planner
+
+ROOT = str(Path(__file__).resolve().parents[3])
+
+
+def version(label: str) -> dict[str, object]:
+    return {"version": label, "engine": "transformers", "weights": {"path": ROOT}, "max_model_len": 100}
+
+
+CONFIG = load_config(
+    {
+        "models": [
+            {"name": "small", "role": "chat", "versions": [version("v1"), version("v2")]},
+            {"name": "big", "role": "chat", "versions": [{**version("v1"), "max_model_len": 10_000}]},
+            {
+                "name": "emb",
+                "role": "embedding",
+                "versions": [{"version": "v1", "engine": "sentence-transformers", "weights": {"path": ROOT}}],
+            },
+        ],
+        "routing": {
+            "rules": [
+                {
+                    "name": "as-chat",
+                    "match": {"path_prefix": "/v1/completions", "headers": {"x-t": {"exact": "c"}}},
+                    "actions": {"rewrite_path": "/v1/chat/completions"},
+                },
+                {"name": "alias", "match": {"model": "gpt"}, "actions": {"set_model": "small"}},
+            ],
+            "tiers": [{"name": "s", "model": "small", "max_tokens": 50}, {"name": "l", "model": "big"}],
+            "experiments": {"next": {"model": "small", "version": "v2"}},
+        },
+    }
+)
+
+
+def planner(counted: list[tuple[str, bool]] | None = None, up: bool = True) -> Planner:
+    def count(model: str, body: object, as_chat: bool) -> int:
+        if counted is not None:
+            counted.append((model, as_chat))
+        messages = getattr(body, "messages", None)
+        return len(messages[0].text()) if messages else len(str(getattr(body, "prompt", "")))
+
+    return Planner(CONFIG, count, lambda model: up)
+
+
+def chat(content: str = "hi", model: str = "small", **extra: object) -> dict[str, object]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def test_plain_request() -> None:
+    plan = planner().plan("/v1/chat/completions", {}, chat(user="u1"))
+    assert (plan.endpoint, plan.model.name, plan.tier, plan.pinned, plan.user) == (
+        Endpoint.CHAT,
+        "small",
+        None,
+        None,
+        "u1",
+    )
+
+
+def test_sticky_header_and_experiment() -> None:
+    plan = planner().plan("/v1/chat/completions", {"X-User-Id": "h", "x-experiment": "next"}, chat())
+    assert (plan.user, plan.pinned, plan.experiment) == ("h", "v2", "next")
+    with pytest.raises(InvalidRequest, match="Unknown experiment 'nope'"):
+        planner().plan("/v1/chat/completions", {"x-experiment": "nope"}, chat())
+    other_model = planner().plan("/v1/chat/completions", {"x-experiment": "next"}, chat(model="big"))
+    assert other_model.pinned is None
+
+
+def test_rules_rewrite_endpoint_and_model() -> None:
+    counted: list[tuple[str, bool]] = []
+    plan = planner(counted).plan("/v1/completions", {"x-t": "c"}, {"model": "gpt", "prompt": "p"})
+    assert plan.endpoint is Endpoint.CHAT and plan.as_chat and isinstance(plan.body, CompletionRequest)
+    assert plan.model.name == "small" and plan.rules == ["as-chat", "alias"]
+    auto = planner(counted).plan("/v1/completions", {"x-t": "c"}, {"model": "auto", "prompt": "p"})
+    assert auto.tier == "s" and counted[-1] == ("small", True)
+
+
+def test_tiers() -> None:
+    assert planner().plan("/v1/chat/completions", {}, chat("x", model="auto")).tier == "s"
+    long = planner().plan("/v1/chat/completions", {}, chat("x" * 60, model="auto"))
+    assert (long.tier, long.model.name, long.body.model) == ("l", "big", "big")
+
+
+def test_mistakes() -> None:
+    with pytest.raises(ModelNotFound):
+        planner().plan("/v1/chat/completions", {}, chat(model="nope"))
+    with pytest.raises(ModelNotSupported):
+        planner().plan("/v1/embeddings", {}, {"model": "small", "input": "x"})
+    with pytest.raises(NotFound):
+        planner().plan("/v2/other", {}, chat())

@@ -1,0 +1,54 @@
+import random
+from pathlib import Path
+
+from app.config import ModelConfig
+from app.traffic.rollout import Outcome
+from app.traffic.router import OutcomeLog, VersionRouter
+
+ROOT = str(Path(__file__).resolve().parents[3])
+
+
+def model(**extra: object) -> ModelConfig:
+    v = {"engine": "transformers", "weights": {"path": ROOT}}
+    return ModelConfig.model_validate(
+        {
+            "name": "m",
+            "role": "chat",
+            "default_version": "stable",
+            "versions": [{"version": "stable", **v}, {"version": "canary", **v}],
+            **extra,
+        }
+    )
+
+
+def test_open_breaker_sends_the_share_to_stable() -> None:
+    router = VersionRouter(
+        model(weights={"stable": 0, "canary": 100}, breaker={"failure_threshold": 2}), lambda: 0.0, random.Random(0)
+    )
+    assert router.choose("u") == ("canary", "split")
+    router.record("canary", ok=False)
+    router.record("canary", ok=False)
+    assert router.choose("u") == ("stable", "fallback")
+    assert router.breaker_states() == {"stable": "closed", "canary": "open"}
+    assert router.can_serve()
+
+
+def test_excluded_versions_and_pins() -> None:
+    router = VersionRouter(model(weights={"stable": 50, "canary": 50}), lambda: 0.0, random.Random(0))
+    assert router.choose(None, pinned="canary") == ("canary", "experiment")
+    assert router.choose(None, pinned="canary", exclude=["canary"]) == ("stable", "fallback")
+
+
+def test_live_weights_replace_the_config() -> None:
+    router = VersionRouter(model(), lambda: 0.0, random.Random(0))
+    assert router.weights == {"stable": 100.0}
+    router.set_weights({"canary": 100.0})
+    assert router.weights == {"canary": 100.0, "stable": 0.0}
+    assert {router.choose(f"u{i}")[0] for i in range(50)} == {"canary"}
+
+
+def test_outcome_log_drains_and_bounds() -> None:
+    log = OutcomeLog(limit=2)
+    for _ in range(3):
+        log.add(Outcome("m", "stable", True, 1.0))
+    assert len(log.drain()) == 2 and log.drain() == []
