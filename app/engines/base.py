@@ -14,11 +14,17 @@ FinishReason = Literal["stop", "length"]
 
 @dataclass(frozen=True)
 class SamplingSettings:
+    """What every engine honours. `temperature` 0 is greedy and `top_p` is in (0, 1] (the serving layer maps the
+    spec's top_p 0 to greedy); the penalties follow OpenAI's formula: each token's logit drops by
+    `frequency_penalty * count + presence_penalty * (count > 0)`, counting the tokens generated so far."""
+
     max_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -101,10 +101,13 @@ class TransformersChatEngine:
         if sampling.seed is not None:
             torch.manual_seed(sampling.seed)
         greedy = sampling.temperature == 0.0
+        penalties = [(c.sampling.presence_penalty, c.sampling.frequency_penalty) for c in calls]
+        processors = [Penalties(width, penalties, self.device)] if any(p != (0.0, 0.0) for p in penalties) else []
         with torch.inference_mode():
             out = self._model.generate(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
+                logits_processor=processors,
                 max_new_tokens=max(c.sampling.max_tokens for c in calls),
                 do_sample=not greedy,
                 temperature=None if greedy else sampling.temperature,
@@ -135,6 +138,24 @@ class TransformersChatEngine:
 
     def _decode(self, ids: Sequence[int]) -> str:
         return str(self._tok.decode(list(ids), skip_special_tokens=True))
+
+
+class Penalties:
+    """OpenAI's presence and frequency penalties as a `generate` logits processor, one pair per row: a token's logit
+    drops by `frequency * count + presence * (count > 0)`, counting the tokens generated after `prompt_width`
+    (as vLLM does). It runs before temperature and top_p, as in vLLM."""
+
+    def __init__(self, prompt_width: int, penalties: Sequence[tuple[float, float]], device: str) -> None:
+        import torch
+
+        self._start = prompt_width
+        self._presence = torch.tensor([p for p, _ in penalties], device=device)[:, None]
+        self._frequency = torch.tensor([f for _, f in penalties], device=device)[:, None]
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        generated = input_ids[:, self._start :]
+        counts = scores.new_zeros(scores.shape).scatter_add_(1, generated, scores.new_ones(generated.shape))
+        return scores - self._frequency.to(scores.dtype) * counts - self._presence.to(scores.dtype) * (counts > 0)
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

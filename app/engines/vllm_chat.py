@@ -64,6 +64,8 @@ class VllmChatEngine:
             top_p=sampling.top_p,
             seed=sampling.seed,
             stop=list(sampling.stop) or None,
+            presence_penalty=sampling.presence_penalty,
+            frequency_penalty=sampling.frequency_penalty,
             output_kind=RequestOutputKind.DELTA,
         )
         self.stats.started += 1

@@ -64,14 +64,18 @@ class GenerationService:
         self._clock = clock
         self._new_id = new_id
 
-    async def prepare(self, request: GenerationRequest) -> Prepared:
+    async def prepare(self, request: GenerationRequest, as_chat: bool = False) -> Prepared:
         """Tokenize and check the request against the model's limits; raises an OpenAIError."""
         if isinstance(request, ChatCompletionRequest):
             messages = [{"role": _template_role(m.role), "content": m.text()} for m in request.messages]
             prompt_ids = await asyncio.to_thread(self._tokenizer.render_chat, messages)
             prefix, where, param = "chatcmpl-", "messages", "messages"
         else:
-            prompt_ids = await asyncio.to_thread(self._tokenizer.encode, request.prompt_text())
+            if as_chat:  # a rewrite rule serves this completion through the chat template, as one user message
+                turn = [{"role": "user", "content": request.prompt_text()}]
+                prompt_ids = await asyncio.to_thread(self._tokenizer.render_chat, turn)
+            else:
+                prompt_ids = await asyncio.to_thread(self._tokenizer.encode, request.prompt_text())
             prefix, where, param = "cmpl-", "prompt", "prompt"
         if not prompt_ids:
             raise InvalidRequest("The prompt is empty.", param=param)
@@ -96,18 +100,24 @@ class GenerationService:
                 f"Please reduce the length of the {where} or completion.",
                 param=param,
             )
+        # top_p 0 keeps only the most likely token, which is greedy decoding; engines take top_p in (0, 1].
+        greedy = request.temperature == 0.0 or request.top_p == 0.0
         sampling = SamplingSettings(
             max_tokens=max_tokens,
-            temperature=request.temperature,
-            top_p=request.top_p,
+            temperature=0.0 if greedy else request.temperature,
+            top_p=request.top_p or 1.0,
             seed=request.seed,
             stop=request.stop_sequences(),
+            presence_penalty=request.presence_penalty,
+            frequency_penalty=request.frequency_penalty,
         )
         return Prepared(prefix + self._new_id(), int(self._clock()), list(prompt_ids), sampling)
 
-    async def create(self, request: GenerationRequest) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
+    async def create(
+        self, request: GenerationRequest, as_chat: bool = False
+    ) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
         try:
-            prepared = await self.prepare(request)
+            prepared = await self.prepare(request, as_chat)
         except OpenAIError as exc:
             return exc.info()
         text: list[str] = []
@@ -120,6 +130,8 @@ class GenerationService:
                 finish = delta
         reason = finish.finish_reason if finish and finish.finish_reason else "length"
         usage = _usage(len(prepared.prompt_ids), tokens)
+        if isinstance(request, CompletionRequest) and request.echo:
+            text.insert(0, request.prompt_text())
         if isinstance(request, ChatCompletionRequest):
             return ChatCompletionResponse(
                 id=prepared.request_id,
@@ -136,17 +148,19 @@ class GenerationService:
             usage=usage,
         )
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | ErrorInfo]:
+    async def stream(self, request: GenerationRequest, as_chat: bool = False) -> AsyncIterator[str | ErrorInfo]:
         """SSE events without the final `[DONE]` (the ingress adds it). An ErrorInfo first means nothing started;
         an ErrorInfo later is an error event inside the stream."""
         try:
-            prepared = await self.prepare(request)
+            prepared = await self.prepare(request, as_chat)
         except OpenAIError as exc:
             yield exc.info()
             return
         chunk = _ChunkShaper(request, prepared, self.model)
         if isinstance(request, ChatCompletionRequest):
             yield sse(chunk.chat(ChatDelta(role="assistant", content="")))
+        elif request.echo:
+            yield sse(chunk.delta(GenerationDelta(request.prompt_text(), 0)))
         tokens = 0
         try:
             # aclosing: a consumer that stops early (client gone) closes the engine's generator now, which aborts
@@ -165,7 +179,13 @@ class GenerationService:
             yield sse(chunk.usage(_usage(len(prepared.prompt_ids), tokens)))
 
     def _generate(self, prepared: Prepared) -> AsyncGenerator[GenerationDelta, None]:
+        if prepared.sampling.max_tokens == 0:  # completions allow max_tokens 0; engines need at least 1
+            return _nothing()
         return self._engine.generate(prepared.prompt_ids, prepared.sampling, prepared.request_id)
+
+
+async def _nothing() -> AsyncGenerator[GenerationDelta, None]:
+    yield GenerationDelta("", 0, "length")
 
 
 class _ChunkShaper:

@@ -75,9 +75,47 @@ async def test_max_tokens_over_the_model_limit() -> None:
 
 async def test_sampling_settings_reach_the_engine() -> None:
     engine = ScriptedEngine()
-    await service(engine).create(chat(temperature=0, top_p=0.5, seed=7, stop=["capital"], max_tokens=5))
+    await service(engine).create(
+        chat(temperature=0, top_p=0.5, seed=7, stop=["capital"], max_tokens=5, presence_penalty=1, frequency_penalty=-2)
+    )
     sampling = engine.seen[0][1]
     assert (sampling.temperature, sampling.top_p, sampling.seed, sampling.stop) == (0.0, 0.5, 7, ("capital",))
+    assert (sampling.presence_penalty, sampling.frequency_penalty) == (1.0, -2.0)
+
+
+async def test_top_p_zero_is_greedy() -> None:
+    """The spec allows top_p 0 (only the most likely token); the engines take (0, 1], so it becomes greedy."""
+    engine = ScriptedEngine()
+    await service(engine).create(chat(temperature=0.7, top_p=0))
+    assert (engine.seen[0][1].temperature, engine.seen[0][1].top_p) == (0.0, 1.0)
+
+
+async def test_completion_echo_and_zero_max_tokens() -> None:
+    echoed = await service().create(CompletionRequest(model="m", prompt="Say: ", max_tokens=2, echo=True))
+    assert isinstance(echoed, CompletionResponse) and echoed.choices[0].text == "Say: Paris is"
+    assert echoed.usage is not None and echoed.usage.completion_tokens == 2  # the echoed prompt is not completion
+    engine = ScriptedEngine()
+    nothing = await service(engine).create(CompletionRequest(model="m", prompt="Say", max_tokens=0, echo=True))
+    assert isinstance(nothing, CompletionResponse) and nothing.choices[0].text == "Say"
+    assert nothing.choices[0].finish_reason == "length" and engine.seen == []
+    streamed = CompletionRequest(model="m", prompt="Say: ", stream=True, max_tokens=1, echo=True)
+    events = await collect(service(), streamed)
+    assert [json.loads(str(e)[6:])["choices"][0]["text"] for e in events] == ["Say: ", "Paris"]
+
+
+def test_transformers_penalties_follow_openais_formula() -> None:
+    import torch
+
+    from app.engines.transformers_chat import Penalties
+
+    prompt = [[5, 5], [5, 5]]  # prompt tokens do not count, only generated ones
+    generated = [[1, 1, 2], [1, 1, 2]]
+    ids = torch.tensor([p + g for p, g in zip(prompt, generated, strict=True)])
+    scores = torch.zeros(2, 6)
+    out = Penalties(2, [(0.5, 0.25), (0.0, 0.0)], "cpu")(ids, scores)
+    # row 0: token 1 seen twice -> 0.25*2 + 0.5; token 2 once -> 0.25 + 0.5; token 5 is only in the prompt
+    assert out[0].tolist() == [0.0, -1.0, -0.75, 0.0, 0.0, 0.0]
+    assert out[1].tolist() == [0.0] * 6
 
 
 async def collect(service: GenerationService, request: ChatCompletionRequest | CompletionRequest) -> list[object]:
@@ -99,7 +137,7 @@ async def test_completion_stream_without_usage() -> None:
     events = await collect(service(), CompletionRequest(model="m", prompt="p", stream=True, max_tokens=2))
     chunks = [json.loads(str(e)[6:]) for e in events]
     assert [c["choices"][0]["text"] for c in chunks] == ["Paris", " is"]
-    assert all(c["object"] == "text_completion" and c["usage"] is None for c in chunks)
+    assert all(c["object"] == "text_completion" and "usage" not in c for c in chunks)  # the spec has no null usage
 
 
 async def test_stream_error_before_start_is_first_event() -> None:

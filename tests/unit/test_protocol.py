@@ -30,8 +30,11 @@ def test_defaults_follow_the_spec() -> None:
         ({"n": 2}, "n"),
         ({"temperature": -0.1}, "temperature"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
-        ({"tools": []}, "tools"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
         ({"messages": []}, "messages"),
+        ({"presence_penalty": 2.5}, "presence_penalty"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),  # only with stream: true
+        ({"surprise": None}, "surprise"),  # a null does not make an unknown field known
     ],
 )
 def test_invalid_fields_are_rejected(fields: dict[str, object], field: str) -> None:
@@ -63,3 +66,37 @@ def test_stream_delta_omits_unset_fields() -> None:
     dumped = chunk.model_dump()
     assert dumped["choices"][0]["delta"] == {"content": "x"}
     assert dumped["choices"][0]["finish_reason"] is None
+
+
+def test_null_means_the_default() -> None:
+    request = chat(temperature=None, top_p=None, n=None, stream=None, logprobs=None, tools=None, seed=None)
+    assert (request.temperature, request.top_p, request.n, request.stream, request.seed) == (1.0, 1.0, 1, False, None)
+    assert CompletionRequest.model_validate({"model": "m", "prompt": "x", "max_tokens": None}).max_tokens == 16
+    for schema, required in ((CompletionRequest, "prompt"), (EmbeddingRequest, "input")):
+        with pytest.raises(ValidationError) as err:  # a required field stays required
+            schema.model_validate({"model": "m", required: None})
+        assert err.value.errors()[0]["loc"] == (required,)
+
+
+@pytest.mark.parametrize(
+    "message, where, words",
+    [
+        ({"role": "user"}, ("messages", 0, "content"), "needs content"),
+        ({"role": "user", "content": []}, ("messages", 0, "content"), "empty"),
+        ({"role": "user", "content": [{"type": "input_audio"}]}, ("messages", 0, "content"), "input_audio"),
+        ({"role": "assistant", "tool_calls": [{"id": "c"}]}, ("messages", 0, "tool_calls"), "tool_calls"),
+        ({"role": "tool", "content": "x", "tool_call_id": "c"}, ("messages", 0, "role"), "'assistant'"),
+    ],
+)
+def test_unsupported_messages_name_the_place(message: dict[str, object], where: tuple[object, ...], words: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        chat(messages=[message])
+    first = err.value.errors()[0]
+    assert first["loc"] == where and words in first["msg"]
+
+
+def test_replayed_assistant_messages_with_null_fields_are_accepted() -> None:
+    replay = {"role": "assistant", "content": "Paris.", "refusal": None, "tool_calls": None, "audio": None}
+    request = chat(messages=[{"role": "user", "content": "capital?"}, replay])
+    assert request.messages[1].text() == "Paris."
+    assert chat(stream=True, stream_options={"include_usage": True}).include_usage
