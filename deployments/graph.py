@@ -69,7 +69,10 @@ def _deployment(model: ModelConfig, version: ModelVersion) -> Deployment:
     if tp > 1:
         # The replica holds no GPU itself; vLLM's tensor-parallel workers take one bundle (one GPU) each.
         actor_options["num_gpus"] = 0
-        options["placement_group_bundles"] = [{"CPU": version.num_cpus}] + [{"GPU": 1, "CPU": 1}] * tp
+        first: dict[str, float] = {"CPU": version.num_cpus}
+        if version.accelerator_type:  # the replica actor asks for it, so its bundle must hold it
+            first[f"accelerator_type:{version.accelerator_type}"] = 0.001
+        options["placement_group_bundles"] = [first] + [{"GPU": 1, "CPU": 1}] * tp
         options["placement_group_strategy"] = "STRICT_PACK"
     deployment: Deployment = cls.options(ray_actor_options=actor_options, **options)
     return deployment
