@@ -16,6 +16,7 @@ class ErrorInfo(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
+    retry_after_s: float | None = None  # sent as the Retry-After header, not in the body
 
     def body(self) -> dict[str, dict[str, str | None]]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -34,7 +35,14 @@ class OpenAIError(Exception):
         self.param = param
 
     def info(self) -> ErrorInfo:
-        return ErrorInfo(status=self.status, message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorInfo(
+            status=self.status,
+            message=self.message,
+            type=self.type,
+            param=self.param,
+            code=self.code,
+            retry_after_s=getattr(self, "retry_after_s", None),
+        )
 
 
 class InvalidRequest(OpenAIError):
@@ -72,6 +80,32 @@ class ServiceUnavailable(OpenAIError):
     status = 503
     type = "server_error"
     code = "service_unavailable"
+
+
+class Unauthorized(OpenAIError):
+    status = 401
+    type = "invalid_request_error"
+    code = "invalid_api_key"
+
+
+class Forbidden(OpenAIError):
+    status = 403
+    type = "invalid_request_error"
+    code = "admin_key_required"
+
+
+class RateLimited(OpenAIError):
+    """429: a key over its limits, or a batch request shed because its model's queue is full."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, code: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        if code is not None:
+            self.code = code
 
 
 class UpstreamTimeout(OpenAIError):
