@@ -478,6 +478,31 @@ class IngressConfig(Strict):
     ready_probe_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Per-model wait in GET /ready.")
 
 
+class ObservabilityConfig(Strict):
+    """The request log; metrics are always on, and tracing is Ray Serve's own `tracing_config` (see the README).
+    Prompt and completion text is logged only with `guards.log_prompts`."""
+
+    request_log: bool = Field(
+        default=True,
+        description="Write one JSON line per request: id, route, model@version, tier, status, tokens, latency, "
+        "overhead.",
+    )
+    request_log_path: str | None = Field(
+        default=None,
+        description="File the ingress appends the request log to; default: $INFERENCE_GRAPH_REQUEST_LOG, else the "
+        "ingress's stdout (its Ray worker log, which `serve run` shows).",
+    )
+
+    def resolved_request_log_path(self) -> str | None:
+        return self.request_log_path or os.environ.get("INFERENCE_GRAPH_REQUEST_LOG") or None
+
+
+class CapacityCheck(StrEnum):
+    FAIL = "fail"
+    WARN = "warn"
+    OFF = "off"
+
+
 class GraphConfig(Strict):
     """The whole graph: the application's `args` in serve_config.yaml."""
 
@@ -490,6 +515,11 @@ class GraphConfig(Strict):
         default=None, description="Folder of prepared weights; default: $INFERENCE_GRAPH_WEIGHTS_DIR or ./models."
     )
 
+    capacity_check: CapacityCheck = Field(
+        default=CapacityCheck.FAIL,
+        description="At startup, check that every replica fits the cluster's CPUs and GPUs: fail, warn, or off "
+        "(where an autoscaler adds nodes later).",
+    )
     verify_weights: bool = Field(
         default=True,
         description="Check at startup that every version's weights are on this node; turn off where the models "

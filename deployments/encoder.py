@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 
 from app.config import BatchingConfig, LimitsConfig, ModelConfig, ModelVersion, Role
@@ -62,3 +63,12 @@ class Encoder:
 
     def recent_batch_sizes(self) -> list[int]:
         return list(self.batch_sizes)
+
+    def placement(self) -> dict[str, Any]:
+        """Where Ray put this replica: its node and the GPU ids it was given (for operators and tests)."""
+        context = ray.get_runtime_context()
+        return {
+            "node_id": context.get_node_id(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
+            "replica": serve.get_replica_context().replica_id.unique_id,
+        }

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import ray
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from app.config import EngineKind, GraphConfig, ModelConfig, ModelVersion, Role, deployment_name, load_config
+from app.capacity import asks, report, unplaced
+from app.config import (
+    CapacityCheck,
+    ConfigError,
+    EngineKind,
+    GraphConfig,
+    ModelConfig,
+    ModelVersion,
+    Role,
+    deployment_name,
+    load_config,
+)
 from app.engines.vllm_chat import cpu_environment
 from deployments.chat_model import ChatModel
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 from deployments.rollout_controller import RolloutController
+
+logger = logging.getLogger("ray.serve")
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -21,6 +36,7 @@ def build_app(args: dict[str, Any]) -> Application:
 
 
 def bind_graph(config: GraphConfig) -> Application:
+    check_capacity(config)
     weights_dir = str(config.resolved_weights_dir())
     handles: dict[str, dict[str, Application]] = {}
     for model in config.models:
@@ -76,3 +92,17 @@ def _deployment(model: ModelConfig, version: ModelVersion) -> Deployment:
         options["placement_group_strategy"] = "STRICT_PACK"
     deployment: Deployment = cls.options(ray_actor_options=actor_options, **options)
     return deployment
+
+
+def check_capacity(config: GraphConfig) -> None:
+    """Fail (or warn) at once when the replicas cannot all be placed, instead of a deploy that never finishes."""
+    if config.capacity_check is CapacityCheck.OFF or not ray.is_initialized():
+        return
+    alive = [n for n in ray.nodes() if n["Alive"]]  # type: ignore[no-untyped-call]
+    nodes = [(float(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0))) for n in alive]
+    missing = unplaced(asks(config), nodes)
+    if not missing:
+        return
+    if config.capacity_check is CapacityCheck.FAIL:
+        raise ConfigError(report(missing, nodes))
+    logger.warning(report(missing, nodes))

@@ -20,7 +20,8 @@ def ray_cluster() -> Iterator[str]:
     import ray
     from ray import serve
 
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # Two logical GPUs let the GPU-pooling tests check packing on a CPU host (no replica here uses a real GPU).
+    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": TEST_HTTP_PORT})
     try:
         yield f"http://127.0.0.1:{TEST_HTTP_PORT}"
