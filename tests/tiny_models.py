@@ -112,6 +112,25 @@ def build_tiny_embedding_model(path: Path) -> Path:
     return _build_atomically(path, _EMBEDDING_MARKER, _write_tiny_embedding_model)
 
 
+def build_tiny_cross_encoder(path: Path) -> Path:
+    """A tiny random BERT with one relevance logit (a cross-encoder), sharing the tiny embedding tokenizer."""
+    return _build_atomically(path, "config.json", _write_tiny_cross_encoder)
+
+
+def _write_tiny_cross_encoder(out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    with tempfile.TemporaryDirectory(prefix="tiny-embed-", dir=out.parent) as embed:
+        tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_embedding_model(Path(embed) / "m")))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=EMBEDDING_DIMENSION, num_hidden_layers=2,
+                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
+                        pad_token_id=tokenizer.pad_token_id, num_labels=1)
+    torch.manual_seed(0)
+    BertForSequenceClassification(config).save_pretrained(str(out))  # type: ignore[no-untyped-call]
+    tokenizer.save_pretrained(str(out))
+
+
 def _token_id(tokenizer: Tokenizer, token: str) -> int:
     token_id = tokenizer.token_to_id(token)
     if token_id is None:

@@ -23,10 +23,23 @@ from app.protocol import (
 
 Encode = Callable[[Sequence[str]], Awaitable[Vectors]]
 CountTokens = Callable[[Sequence[str]], list[int]]
+Score = Callable[[str, Sequence[str]], Awaitable[Vectors]]
+"""Relevance of each document to the query, higher is better."""
+
+
+def bi_encoder_score(encode: Encode) -> Score:
+    """Cosine similarity of unit-length embeddings: the reranker a bi-encoder gives."""
+
+    async def score(query: str, documents: Sequence[str]) -> Vectors:
+        vectors = await encode([query, *documents])
+        return np.asarray(vectors[1:] @ vectors[0], dtype=np.float32)
+
+    return score
 
 
 class EncoderService:
-    """`encode` is the (batched) encoder call; `count_tokens` is the model's own tokenizer."""
+    """`encode` is the (batched) encoder call, `score` the reranker (default: cosine under `encode`);
+    `count_tokens` is the model's own tokenizer."""
 
     def __init__(
         self,
@@ -37,10 +50,12 @@ class EncoderService:
         dimensions: int,
         max_seq_length: int,
         max_inputs: int,
+        score: Score | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self.model = model
         self._encode = encode
+        self._score = score or bi_encoder_score(encode)
         self._count_tokens = count_tokens
         self._dimensions = dimensions
         self._max_seq_length = max_seq_length
@@ -81,13 +96,12 @@ class EncoderService:
         )
 
     async def rerank(self, request: RerankRequest) -> RerankResponse | ErrorInfo:
-        """Cosine similarity of query and documents under a bi-encoder, best first."""
+        """Documents scored against the query (bi-encoder cosine or a cross-encoder), best first."""
         try:
             tokens = self._check([request.query], "query") + self._check(request.documents, "documents")
         except OpenAIError as exc:
             return exc.info()
-        vectors = await self._encode([request.query, *request.documents])
-        scores = vectors[1:] @ vectors[0]
+        scores = await self._score(request.query, request.documents)
         order = sorted(range(len(request.documents)), key=lambda i: (-float(scores[i]), i))
         top = order[: request.top_n] if request.top_n is not None else order
         results = [

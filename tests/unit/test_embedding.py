@@ -61,3 +61,27 @@ async def test_rerank_sorts_best_first_and_cuts_top_n() -> None:
     scores = [r.relevance_score for r in result.results]
     assert scores == sorted(scores, reverse=True)
     assert result.results[0].document is not None and result.results[0].document.text == docs[2]
+
+
+async def test_rerank_uses_the_given_scorer() -> None:
+    encoder = HashEncoder()
+
+    async def encode(texts: Sequence[str]) -> np.ndarray:
+        return encoder.encode(texts)
+
+    async def by_length(query: str, documents: Sequence[str]) -> np.ndarray:
+        return np.array([len(d) for d in documents], dtype=np.float32)
+
+    svc = EncoderService(
+        model="r",
+        encode=encode,
+        score=by_length,
+        count_tokens=encoder.count_tokens,
+        dimensions=encoder.dimensions,
+        max_seq_length=64,
+        max_inputs=10,
+    )
+    result = await svc.rerank(RerankRequest(model="r", query="q", documents=["aa", "a", "aaaa"]))
+    assert isinstance(result, RerankResponse)
+    assert [r.index for r in result.results] == [2, 0, 1]
+    assert [r.relevance_score for r in result.results] == [4.0, 2.0, 1.0]

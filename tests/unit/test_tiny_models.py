@@ -91,3 +91,13 @@ def test_builds_are_idempotent_and_deterministic(built: Path, tmp_path: Path) ->
         again = build(tmp_path / name)
         for file in ("model.safetensors", "tokenizer.json"):
             assert (again / file).read_bytes() == (built / name / file).read_bytes(), f"{name}/{file} differs"
+
+
+def test_tiny_cross_encoder_scores_pairs(tmp_path: Path) -> None:
+    from app.engines.cross_encoder import CrossEncoderEngine
+    from tests.tiny_models import build_tiny_cross_encoder
+
+    engine = CrossEncoderEngine(build_tiny_cross_encoder(tmp_path / "ce"), device="cpu")
+    scores = engine.score([("a query", "a document"), ("a query", "something else entirely")])
+    assert scores.shape == (2,) and ((scores > 0) & (scores < 1)).all()
+    assert engine.count_tokens(["a query"])[0] >= 3  # [CLS] ... [SEP]
