@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -77,6 +78,25 @@ class BatchingConfig(Strict):
     batch_wait_timeout_s: float = Field(
         default=0.01, ge=0.0, le=10.0, description="Longest a request waits for its batch to fill."
     )
+    adaptive: bool = Field(
+        default=False, description="Adapt the wait to the arrival rate, between min_wait_s and batch_wait_timeout_s."
+    )
+    min_wait_s: float = Field(default=0.0, ge=0.0, le=10.0, description="Shortest wait when adaptive.")
+
+    @model_validator(mode="after")
+    def _window(self) -> BatchingConfig:
+        if self.min_wait_s > self.batch_wait_timeout_s:
+            raise ValueError(
+                f"min_wait_s ({self.min_wait_s}) exceeds batch_wait_timeout_s ({self.batch_wait_timeout_s})"
+            )
+        return self
+
+
+class WarmupConfig(Strict):
+    """Requests a replica serves before it reports ready, so the first user does not pay for cold kernels."""
+
+    texts: list[str] = Field(default_factory=list, description="Prompts (chat) or inputs (embedding, rerank).")
+    max_tokens: int = Field(default=8, ge=1, le=4096, description="Tokens generated per chat warm-up request.")
 
 
 class VllmOptions(Strict):
@@ -201,6 +221,7 @@ class ModelVersion(Strict):
     batching: BatchingConfig = Field(default_factory=BatchingConfig, description="@serve.batch settings.")
     vllm: VllmOptions = Field(default_factory=VllmOptions, description="vLLM engine options.")
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment of the replica.")
+    warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="Warm-up before the replica is ready.")
     faults: FaultConfig | None = Field(default=None, description="Injected failures and delays (drills, tests).")
 
     @model_validator(mode="after")
@@ -511,6 +532,9 @@ class GraphConfig(Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig, description="Request limits.")
     routing: RoutingConfig = Field(default_factory=RoutingConfig, description="Rewrite rules, tiers, experiments.")
     guards: GuardsConfig = Field(default_factory=GuardsConfig, description="Keys, limits, cache, priorities.")
+    observability: ObservabilityConfig = Field(
+        default_factory=ObservabilityConfig, description="The request log (metrics and traces: see Observability)."
+    )
     weights_dir: str | None = Field(
         default=None, description="Folder of prepared weights; default: $INFERENCE_GRAPH_WEIGHTS_DIR or ./models."
     )

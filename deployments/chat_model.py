@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,52 +16,78 @@ from app.engines.base import EngineStats
 from app.engines.factory import build_chat_engine
 from app.engines.transformers_chat import GenerationCall, GenerationResult, TransformersChatEngine
 from app.errors import ErrorInfo
+from app.observability.metering import EngineReport, Metered, MeteredChatEngine, metering, start_metering
+from app.observability.tracing import annotate_replica_span
 from app.protocol import ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse
 from app.serving.generation import GenerationService, Limits
 from app.tokenizer import HFTokenizer
 from app.traffic.faults import FaultInjector
+from deployments.metrics import GraphMetrics
+
+Queued = tuple[GenerationCall, float]  # a call and when it was queued for a batch
 
 
 @serve.deployment
 class ChatModel:
     def __init__(self, model: ModelConfig, version: ModelVersion, weights_dir: str) -> None:
+        loading = time.perf_counter()
         path = version.weights.local_path(Path(weights_dir))
-        self.engine = build_chat_engine(version, path, submit=self._generate_batch)
+        self.engine = build_chat_engine(version, path, submit=self._submit)
         self.service = GenerationService(
             model=model.name,
             tokenizer=HFTokenizer(path),
-            engine=self.engine,
+            engine=MeteredChatEngine(self.engine),
             limits=Limits(max_model_len=version.max_model_len, max_output_tokens=version.output_token_limit),
         )
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self.faults = FaultInjector(version.faults)
+        self.metrics = GraphMetrics()
+        self._labels = (model.name, version.version)
+        self.metrics.model_loaded(*self._labels, version.engine.value, time.perf_counter() - loading)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         batching = BatchingConfig.model_validate(user_config.get("batching", {}))
         self._generate_batch.set_max_batch_size(batching.max_batch_size)  # type: ignore[attr-defined]
         self._generate_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
 
+    async def _submit(self, call: GenerationCall) -> GenerationResult:
+        result: GenerationResult = await self._generate_batch((call, time.perf_counter()))
+        return result
+
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
-    async def _generate_batch(self, calls: list[GenerationCall]) -> list[GenerationResult]:
+    async def _generate_batch(self, queued: list[Queued]) -> list[GenerationResult]:
         if not isinstance(self.engine, TransformersChatEngine):
             raise TypeError("only the transformers engine is batched here; vLLM batches continuously")
-        self.batch_sizes.append(len(calls))
-        return await asyncio.to_thread(self.engine.run_batch, calls)
+        self.batch_sizes.append(len(queued))
+        self.metrics.batch(*self._labels, len(queued), time.perf_counter() - min(at for _, at in queued))
+        return await asyncio.to_thread(self.engine.run_batch, [call for call, _ in queued])
 
     async def create(
         self, request: ChatCompletionRequest | CompletionRequest, as_chat: bool = False
-    ) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
-        return await self.faults.check() or await self.service.create(request, as_chat)
+    ) -> Metered[ChatCompletionResponse | CompletionResponse | ErrorInfo]:
+        """The answer, with the engine's time and tokens (the ingress reports them)."""
+        with metering() as meter:
+            result = await self.faults.check() or await self.service.create(request, as_chat)
+        reply = meter.reply(result)
+        annotate_replica_span(reply.report)
+        return reply
 
     async def stream(
         self, request: ChatCompletionRequest | CompletionRequest, as_chat: bool = False
-    ) -> AsyncIterator[str | ErrorInfo]:
+    ) -> AsyncIterator[Metered[str | ErrorInfo] | str | ErrorInfo | EngineReport]:
+        """The first event comes with the engine's report so far; the engine's final report is the last item."""
+        meter = start_metering()
         fault = await self.faults.check()
         if fault is not None:
-            yield fault
+            yield meter.reply(fault)
             return
+        first = True
         async for event in self.service.stream(request, as_chat):
-            yield event
+            yield meter.reply(event) if first else event
+            first = False
+        report = meter.report()
+        annotate_replica_span(report)
+        yield report
 
     async def ready(self) -> bool:
         return True

@@ -19,6 +19,10 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from app.config import GraphConfig, ModelConfig, Role
 from app.errors import ErrorInfo, NotFound, PayloadTooLarge, to_error_info
+from app.observability.metering import EngineReport, Metered
+from app.observability.observer import RequestObserver
+from app.observability.record import CLIENT_GONE, RequestRecord
+from app.observability.request_log import RequestLog
 from app.protocol import ModelCard, ModelList
 from app.tokenizer import HFTokenizer
 from app.traffic.plan import Plan, Planner, tokens_needed
@@ -26,11 +30,13 @@ from app.traffic.retry import should_retry
 from app.traffic.rollout import Action, Outcome
 from app.traffic.router import OutcomeLog, VersionRouter
 from deployments.errors import call, first_item, translate
+from deployments.metrics import GraphMetrics
 
 Handles = dict[str, dict[str, DeploymentHandle[Any]]]
 
 logger = logging.getLogger("ray.serve")
 CATCH_ALL = "/{path:path}"
+GAUGE_REFRESH_S = 5.0  # breakers also change with time alone (open -> half-open): their gauges are re-read this often
 api = FastAPI(title="inference-graph", description="OpenAI-compatible inference graph on Ray Serve.")
 
 
@@ -67,11 +73,11 @@ def sse_error(info: ErrorInfo) -> str:
 SSE_DONE = "data: [DONE]\n\n"
 
 
-def _failure(exc: Exception) -> JSONResponse:
+def _error_info(exc: Exception) -> ErrorInfo:
     info = to_error_info(translate(exc))
     if info.status >= 500:
         logger.error("request failed with %s", info.status, exc_info=exc)
-    return error_response(info)
+    return info
 
 
 def _json(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
@@ -89,26 +95,42 @@ def _route_headers(plan: Plan, version: str) -> dict[str, str]:
     return headers
 
 
-async def _sse(first: str, rest: DeploymentResponseGenerator[Any]) -> AsyncIterator[str]:
+async def _sse(
+    first: str, rest: DeploymentResponseGenerator[Any], observer: RequestObserver, record: RequestRecord
+) -> AsyncIterator[str]:
     """The replica's events, then `[DONE]`; a failure mid-stream becomes an error event before `[DONE]`.
-    A client that goes away cancels this generator, and the `finally` cancels the replica's generation."""
+    A client that goes away cancels this generator, and the `finally` cancels the replica's generation.
+    The replica's last item is its engine report, which finishes the request's record."""
     done = False
+    content = observer.keeps_content
     try:
+        if content:
+            observer.streamed(record, first)
         yield first
         async for event in rest:
+            if isinstance(event, EngineReport):
+                record.report = event
+                continue
             if isinstance(event, ErrorInfo):
+                record.fail(event)
                 yield sse_error(event)
                 break
+            if content:
+                observer.streamed(record, event)
             yield event
-    except asyncio.CancelledError:
+    except (asyncio.CancelledError, GeneratorExit):
+        record.status = CLIENT_GONE
         raise
     except Exception as exc:
-        yield sse_error(to_error_info(translate(exc)))
+        info = to_error_info(translate(exc))
+        record.fail(info)
+        yield sse_error(info)
     else:
         done = True
     finally:
         if not done:
             rest.cancel()  # type: ignore[no-untyped-call]
+        observer.finish(record)
     yield SSE_DONE
 
 
@@ -130,6 +152,12 @@ class Ingress:
         self._planner = Planner(config, self._count_tokens, lambda name: self._routers[name].can_serve())
         self._outcomes = OutcomeLog()
         self._syncer: asyncio.Task[None] | None = None
+        self._metrics = GraphMetrics()
+        logs = config.observability
+        self._observer = RequestObserver(
+            config, self._metrics, RequestLog(logs.resolved_request_log_path()) if logs.request_log else None
+        )
+        self._gauges: asyncio.Task[None] | None = None
 
     # ---- endpoints ----------------------------------------------------------------------------------------
 
@@ -198,27 +226,39 @@ class Ingress:
 
     async def _serve(self, request: Request) -> Response:
         self._ensure_syncing()
+        record = self._observer.begin(request.url.path, request.headers)
         try:
             data = await self._read_json(request)
             plan = await asyncio.to_thread(self._planner.plan, request.url.path, request.headers, data)
-            if plan.stream:
-                return await self._stream(plan)
-            return await self._unary(plan)
+            asked = data.get("model") if isinstance(data, dict) else None
+            self._observer.planned(record, plan, request.headers, asked)
+            with self._observer.active(record):
+                response = await (self._stream(plan, record) if plan.stream else self._unary(plan, record))
         except Exception as exc:
-            return _failure(exc)
+            info = _error_info(exc)
+            record.fail(info)
+            response = error_response(info)
+        if isinstance(response, StreamingResponse):
+            return response  # finished when the stream ends
+        response.headers.update(self._observer.finish(record))
+        return response
 
-    async def _unary(self, plan: Plan) -> Response:
+    async def _unary(self, plan: Plan, record: RequestRecord) -> Response:
         router, tried = self._routers[plan.model.name], list[str]()
         for attempt in range(1, plan.model.retry.attempts + 1):
-            version, _ = router.choose(plan.user, plan.pinned, tried)
+            version, why = router.choose(plan.user, plan.pinned, tried)
+            self._observer.routed(record, version, why)
             handle = self._handles[plan.model.name][version]
             method = getattr(handle, plan.endpoint.method)
             started = time.monotonic()
+            answer: Metered[Any] | ErrorInfo
             try:
-                result = await call(method.remote(plan.body, plan.as_chat), plan.model.retry.per_try_timeout_s)
+                answer = await call(method.remote(plan.body, plan.as_chat), plan.model.retry.per_try_timeout_s)
             except Exception as exc:
-                result = to_error_info(translate(exc))
-                logger.warning("%s@%s failed: %s", plan.model.name, version, result.message)
+                answer = to_error_info(translate(exc))
+                logger.warning("%s@%s failed: %s", plan.model.name, version, answer.message)
+            self._observer.answered(record, answer)
+            result = answer.value if isinstance(answer, Metered) else answer
             failed = isinstance(result, ErrorInfo) and result.status >= 500
             self._record(plan.model, version, not failed, started)
             headers = _route_headers(plan, version)
@@ -229,23 +269,27 @@ class Ingress:
             tried.append(version)
         raise AssertionError("unreachable: the last attempt returns")
 
-    async def _stream(self, plan: Plan) -> Response:
+    async def _stream(self, plan: Plan, record: RequestRecord) -> Response:
         """Retried only before the first byte; after it, a failure is an SSE error event."""
         router, tried = self._routers[plan.model.name], list[str]()
         for attempt in range(1, plan.model.retry.attempts + 1):
-            version, _ = router.choose(plan.user, plan.pinned, tried)
+            version, why = router.choose(plan.user, plan.pinned, tried)
+            self._observer.routed(record, version, why)
             handle = self._handles[plan.model.name][version]
             started = time.monotonic()
             stream: DeploymentResponseGenerator[Any] = handle.options(stream=True).stream.remote(  # type: ignore[assignment]
                 plan.body, plan.as_chat
             )
+            answer: Metered[Any] | ErrorInfo
             try:
-                first = await first_item(stream, plan.model.retry.per_try_timeout_s)
+                answer = await first_item(stream, plan.model.retry.per_try_timeout_s)
             except Exception as exc:
                 stream.cancel()  # type: ignore[no-untyped-call]
-                first = to_error_info(translate(exc))
+                answer = to_error_info(translate(exc))
+            first = answer.value if isinstance(answer, Metered) else answer
             headers = _route_headers(plan, version)
             if isinstance(first, ErrorInfo):
+                self._observer.answered(record, answer)
                 failed = first.status >= 500
                 self._record(plan.model, version, not failed, started)
                 if not failed or not should_retry(plan.model.retry, attempt, first):
@@ -253,12 +297,18 @@ class Ingress:
                     return error_response(first, headers)
                 tried.append(version)
                 continue
+            assert isinstance(answer, Metered)
+            self._observer.first_event(record, answer.report)
             self._record(plan.model, version, True, started)
-            return StreamingResponse(_sse(first, stream), media_type="text/event-stream", headers=headers)
+            headers.update(self._observer.overhead_headers(record))
+            events = _sse(first, stream, self._observer, record)
+            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         raise AssertionError("unreachable: the last attempt returns")
 
     def _record(self, model: ModelConfig, version: str, ok: bool, started: float) -> None:
-        self._routers[model.name].record(version, ok)
+        router = self._routers[model.name]
+        router.record(version, ok)
+        self._metrics.upstream(model.name, version, ok, router.breaker_states())
         if model.rollout is not None:
             self._outcomes.add(Outcome(model.name, version, ok, (time.monotonic() - started) * 1000))
 
@@ -267,6 +317,14 @@ class Ingress:
     def _ensure_syncing(self) -> None:
         if self._controller is not None and (self._syncer is None or self._syncer.done()):
             self._syncer = asyncio.get_running_loop().create_task(self._sync_forever())
+        if self._gauges is None or self._gauges.done():
+            self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges_forever())
+
+    async def _refresh_gauges_forever(self) -> None:
+        while True:
+            for name, router in self._routers.items():
+                self._metrics.breakers(name, router.breaker_states())
+            await asyncio.sleep(GAUGE_REFRESH_S)
 
     async def _sync_forever(self) -> None:
         while True:

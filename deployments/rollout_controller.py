@@ -11,7 +11,10 @@ from ray import serve
 
 from app.config import GraphConfig
 from app.errors import ErrorInfo, InvalidRequest, ModelNotFound
-from app.traffic.rollout import Action, InvalidTransition, Outcome, Rollout
+from app.traffic.rollout import Action, InvalidTransition, Outcome, Phase, Rollout
+from deployments.metrics import GraphMetrics
+
+PHASES = tuple(p.value for p in Phase)
 
 
 @serve.deployment(num_replicas=1, max_ongoing_requests=1000)
@@ -24,6 +27,12 @@ class RolloutController:
         }
         self._interval_s = config.routing.sync_interval_s
         self._ticker: asyncio.Task[None] | None = None
+        self._metrics = GraphMetrics()
+        self._report()
+
+    def _report(self) -> None:
+        for r in self._rollouts.values():
+            self._metrics.rollout(r.model, r.canary, r.canary_weight, r.step, r.phase.value, PHASES)
 
     def _ensure_ticking(self) -> None:
         if self._ticker is None or self._ticker.done():
@@ -33,6 +42,7 @@ class RolloutController:
         while True:
             for rollout in self._rollouts.values():
                 rollout.tick()
+            self._report()
             await asyncio.sleep(self._interval_s)
 
     async def sync(self, outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
@@ -56,4 +66,5 @@ class RolloutController:
             rollout.act(action)
         except InvalidTransition as exc:
             return InvalidRequest(str(exc)).info().model_copy(update={"status": 409, "code": "invalid_transition"})
+        self._report()
         return rollout.state()

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 TEST_HTTP_PORT = int(os.environ.get("INFERENCE_GRAPH_TEST_PORT", "8123"))
+# Ray's metrics export port and the OTLP receiver of the tracing tests, derived from the HTTP port so that sessions
+# with their own HTTP port do not collide (and kept out of Ray's worker port range, 10002-19999).
+TEST_METRICS_PORT = int(os.environ.get("INFERENCE_GRAPH_TEST_METRICS_PORT", str(TEST_HTTP_PORT + 20000)))
+TEST_OTLP_PORT = int(os.environ.get("INFERENCE_GRAPH_TEST_OTLP_PORT", str(TEST_HTTP_PORT + 21000)))
+TRACE_EXPORTER = "app.observability.tracing:otlp_exporter"
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,14 +21,41 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
-    """A local Ray cluster with Serve's proxy on TEST_HTTP_PORT; yields the base URL."""
+def request_log_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where every ingress of the session writes its request log (one JSON line per request)."""
+    return tmp_path_factory.mktemp("request-log") / "requests.jsonl"
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(request_log_path: Path) -> Iterator[str]:
+    """A local Ray cluster with Serve's proxy on TEST_HTTP_PORT, metrics on TEST_METRICS_PORT, and tracing on with a
+    sampling ratio of 0: only requests whose `traceparent` is sampled are traced, to the OTLP receiver on
+    TEST_OTLP_PORT. Yields the base URL."""
     import ray
     from ray import serve
 
+    env = {
+        # Ray 2.60's proxy reads its tracing setup from these variables only (not from tracing_config)
+        "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": TRACE_EXPORTER,
+        "RAY_SERVE_TRACING_SAMPLING_RATIO": "0",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{TEST_OTLP_PORT}/v1/traces",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "OTEL_SERVICE_NAME": "inference-graph-tests",
+        "INFERENCE_GRAPH_REQUEST_LOG": str(request_log_path),
+    }
     # Two logical GPUs let the GPU-pooling tests check packing on a CPU host (no replica here uses a real GPU).
-    ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": TEST_HTTP_PORT})
+    ray.init(
+        num_cpus=4,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": env},
+        _metrics_export_port=TEST_METRICS_PORT,
+    )
+    serve.start(
+        http_options={"host": "127.0.0.1", "port": TEST_HTTP_PORT},
+        tracing_config={"enabled": True, "exporter_import_path": TRACE_EXPORTER, "sampling_ratio": 0.0},
+    )
     try:
         yield f"http://127.0.0.1:{TEST_HTTP_PORT}"
     finally:
