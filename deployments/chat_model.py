@@ -11,7 +11,7 @@ from typing import Any
 
 from ray import serve
 
-from app.config import BatchingConfig, ModelConfig, ModelVersion
+from app.config import ModelConfig, ModelVersion
 from app.engines.base import EngineStats
 from app.engines.factory import build_chat_engine
 from app.engines.transformers_chat import GenerationCall, GenerationResult, TransformersChatEngine
@@ -22,6 +22,7 @@ from app.protocol import ChatCompletionRequest, ChatCompletionResponse, Completi
 from app.serving.generation import GenerationService, Limits
 from app.tokenizer import HFTokenizer
 from app.traffic.faults import FaultInjector
+from deployments.batching import BatchTuner
 from deployments.metrics import GraphMetrics
 
 Queued = tuple[GenerationCall, float]  # a call and when it was queued for a batch
@@ -29,7 +30,8 @@ Queued = tuple[GenerationCall, float]  # a call and when it was queued for a bat
 
 @serve.deployment
 class ChatModel:
-    def __init__(self, model: ModelConfig, version: ModelVersion, weights_dir: str) -> None:
+    # Ray Serve awaits an async constructor before the replica takes traffic, so warm-up finishes before ready.
+    async def __init__(self, model: ModelConfig, version: ModelVersion, weights_dir: str) -> None:  # type: ignore[misc]
         loading = time.perf_counter()
         path = version.weights.local_path(Path(weights_dir))
         self.engine = build_chat_engine(version, path, submit=self._submit)
@@ -44,13 +46,26 @@ class ChatModel:
         self.metrics = GraphMetrics()
         self._labels = (model.name, version.version)
         self.metrics.model_loaded(*self._labels, version.engine.value, time.perf_counter() - loading)
+        self._tuner = BatchTuner(self._generate_batch)
+        warming = time.perf_counter()
+        for text in version.warmup.texts:
+            body = ChatCompletionRequest.model_validate(
+                {
+                    "model": model.name,
+                    "messages": [{"role": "user", "content": text}],
+                    "max_tokens": version.warmup.max_tokens,
+                    "temperature": 0,
+                }
+            )
+            await self.service.create(body)
+        if version.warmup.texts:
+            self.metrics.model_warmed(*self._labels, time.perf_counter() - warming)
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        batching = BatchingConfig.model_validate(user_config.get("batching", {}))
-        self._generate_batch.set_max_batch_size(batching.max_batch_size)  # type: ignore[attr-defined]
-        self._generate_batch.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self._tuner.configure(user_config)
 
     async def _submit(self, call: GenerationCall) -> GenerationResult:
+        self._tuner.arrive()
         result: GenerationResult = await self._generate_batch((call, time.perf_counter()))
         return result
 

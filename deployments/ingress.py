@@ -7,7 +7,8 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,16 @@ from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from app.config import GraphConfig, ModelConfig, Role
-from app.errors import ErrorInfo, NotFound, PayloadTooLarge, to_error_info
+from app.config import GraphConfig, ModelConfig, Priority, Role
+from app.errors import (
+    ErrorInfo,
+    NotFound,
+    OpenAIError,
+    PayloadTooLarge,
+    to_error_info,
+)
+from app.guards.auth import Caller
+from app.guards.gate import Gate
 from app.observability.metering import EngineReport, Metered
 from app.observability.observer import RequestObserver
 from app.observability.record import CLIENT_GONE, RequestRecord
@@ -48,7 +57,7 @@ async def _not_found(request: Request, exc: Exception) -> JSONResponse:
 @api.exception_handler(405)
 async def _bad_method(request: Request, exc: Exception) -> JSONResponse:
     known = {getattr(r, "path", "") for r in request.app.routes} - {CATCH_ALL}
-    if request.url.path not in known:  # only the POST catch-all matched: the path itself is unknown
+    if _app_path(request) not in known:  # only the POST catch-all matched: the path itself is unknown
         return error_response(NotFound(f"No route for {request.method} {request.url.path}.").info())
     info = ErrorInfo(
         status=405,
@@ -59,10 +68,16 @@ async def _bad_method(request: Request, exc: Exception) -> JSONResponse:
     return error_response(info)
 
 
+def _app_path(request: Request) -> str:
+    """The path within the application: an app deployed under a route prefix sees it as the root path."""
+    path, root = request.url.path, request.scope.get("root_path", "")
+    return path[len(root) :] or "/" if root and path.startswith(root) else path
+
+
 def error_response(info: ErrorInfo, headers: dict[str, str] | None = None) -> JSONResponse:
     extra = dict(headers or {})
     if info.status in (429, 503):
-        extra.setdefault("retry-after", "1")
+        extra.setdefault("retry-after", str(max(1, round(info.retry_after_s or 1))))
     return JSONResponse(status_code=info.status, content=info.body(), headers=extra)
 
 
@@ -158,6 +173,7 @@ class Ingress:
             config, self._metrics, RequestLog(logs.resolved_request_log_path()) if logs.request_log else None
         )
         self._gauges: asyncio.Task[None] | None = None
+        self._gate = Gate(config)
 
     # ---- endpoints ----------------------------------------------------------------------------------------
 
@@ -195,14 +211,22 @@ class Ingress:
         return await self._serve(request)
 
     @api.get("/admin/rollouts")
-    async def rollouts(self) -> JSONResponse:
+    async def rollouts(self, request: Request) -> JSONResponse:
+        try:
+            self._gate.caller(request.headers, admin=True)
+        except OpenAIError as exc:
+            return error_response(exc.info())
         states = await call(self._controller.states.remote(), 10) if self._controller else []
         for state in states:
             state["breakers"] = self._routers[state["model"]].breaker_states()
         return JSONResponse({"rollouts": states})
 
     @api.post("/admin/rollouts/{name}/{action}")
-    async def rollout_action(self, name: str, action: str) -> JSONResponse:
+    async def rollout_action(self, name: str, action: str, request: Request) -> JSONResponse:
+        try:
+            self._gate.caller(request.headers, admin=True)
+        except OpenAIError as exc:
+            return error_response(exc.info())
         if self._controller is None:
             return error_response(NotFound("No rollouts are configured.").info())
         try:
@@ -226,14 +250,20 @@ class Ingress:
 
     async def _serve(self, request: Request) -> Response:
         self._ensure_syncing()
-        record = self._observer.begin(request.url.path, request.headers)
+        path = _app_path(request)
+        record = self._observer.begin(path, request.headers)
         try:
+            caller = self._gate.caller(request.headers)
+            priority = self._gate.priority(request.headers)
             data = await self._read_json(request)
-            plan = await asyncio.to_thread(self._planner.plan, request.url.path, request.headers, data)
+            plan = await asyncio.to_thread(self._planner.plan, path, request.headers, data)
             asked = data.get("model") if isinstance(data, dict) else None
             self._observer.planned(record, plan, request.headers, asked)
-            with self._observer.active(record):
-                response = await (self._stream(plan, record) if plan.stream else self._unary(plan, record))
+            with self._observer.active(record), self._admitted(plan, priority):
+                if plan.stream:
+                    response = await self._stream(plan, record)
+                else:
+                    response = await self._unary(plan, record, caller)
         except Exception as exc:
             info = _error_info(exc)
             record.fail(info)
@@ -243,11 +273,35 @@ class Ingress:
         response.headers.update(self._observer.finish(record))
         return response
 
-    async def _unary(self, plan: Plan, record: RequestRecord) -> Response:
+    @contextmanager
+    def _admitted(self, plan: Plan, priority: Priority) -> Iterator[None]:
+        """Admission by priority class; a shed request is counted, and the queue depth is exported."""
+        model, admission = plan.model.name, self._gate.admission
+        try:
+            admission.enter(model, priority, plan.model.queue)
+        except OpenAIError as exc:
+            self._metrics.shed(model, plan.endpoint.path, priority.value, exc.status)
+            raise
+        try:
+            self._metrics.queue_depth(model, priority.value, admission.depth(model, priority))
+            yield
+        finally:
+            admission.leave(model, priority)
+            self._metrics.queue_depth(model, priority.value, admission.depth(model, priority))
+
+    async def _unary(self, plan: Plan, record: RequestRecord, caller: Caller | None) -> Response:
         router, tried = self._routers[plan.model.name], list[str]()
+        cache = self._gate.cache
         for attempt in range(1, plan.model.retry.attempts + 1):
             version, why = router.choose(plan.user, plan.pinned, tried)
             self._observer.routed(record, version, why)
+            key = self._gate.key(plan.model.name, version, plan.endpoint.path, plan.body, plan.as_chat)
+            if cache is not None and key is not None:
+                hit = await cache.get(key)
+                self._metrics.cache_lookup(plan.model.name, version, plan.endpoint.path, hit is not None)
+                if hit is not None:
+                    headers = {**_route_headers(plan, version), "x-cache": "hit"}
+                    return Response(content=hit, media_type="application/json", headers=headers)
             handle = self._handles[plan.model.name][version]
             method = getattr(handle, plan.endpoint.method)
             started = time.monotonic()
@@ -263,7 +317,13 @@ class Ingress:
             self._record(plan.model, version, not failed, started)
             headers = _route_headers(plan, version)
             if not isinstance(result, ErrorInfo):
-                return _json(result, headers)
+                content = result.model_dump_json().encode()
+                usage = getattr(result, "usage", None)
+                self._gate.charge(caller, getattr(usage, "total_tokens", 0) or 0)
+                if cache is not None and key is not None:
+                    headers["x-cache"] = "miss"
+                    await cache.set(key, content)
+                return Response(content=content, media_type="application/json", headers=headers)
             if not failed or not should_retry(plan.model.retry, attempt, result):
                 return error_response(result, headers)
             tried.append(version)

@@ -19,8 +19,9 @@ class Admission:
     def depth(self, model: str, priority: Priority) -> int:
         return self._in_flight[(model, priority)]
 
-    @contextmanager
-    def admit(self, model: str, priority: Priority, bounds: QueueConfig) -> Iterator[None]:
+    def enter(self, model: str, priority: Priority, bounds: QueueConfig) -> None:
+        """Take a place in the model's queue, or raise: 429 for batch when the queue is full, 503 for realtime
+        over its own bound. Every `enter` that returns is paired with one `leave`."""
         total = sum(self._in_flight[(model, p)] for p in Priority)
         if priority is Priority.BATCH and total >= bounds.max_in_flight:
             self.shed[(model, priority)] += 1
@@ -35,7 +36,14 @@ class Admission:
                 f"The model '{model}' is over its realtime bound ({bounds.realtime_max_in_flight} in flight)."
             )
         self._in_flight[(model, priority)] += 1
+
+    def leave(self, model: str, priority: Priority) -> None:
+        self._in_flight[(model, priority)] -= 1
+
+    @contextmanager
+    def admit(self, model: str, priority: Priority, bounds: QueueConfig) -> Iterator[None]:
+        self.enter(model, priority, bounds)
         try:
             yield
         finally:
-            self._in_flight[(model, priority)] -= 1
+            self.leave(model, priority)

@@ -4,10 +4,9 @@ which class (priority), is there room (admission), and is the answer already kno
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 
-from app.config import GraphConfig, ModelConfig, Priority
+from app.config import GraphConfig, Priority
 from app.errors import InvalidRequest
 from app.guards.admission import Admission
 from app.guards.auth import Caller, KeyRing, RateLimiter
@@ -53,11 +52,6 @@ class Gate:
             raise InvalidRequest(
                 f"Unknown priority '{value}'; use one of {[p.value for p in Priority]}.", param=self._priority_header
             ) from None
-
-    @contextmanager
-    def admit(self, model: ModelConfig, priority: Priority) -> Iterator[None]:
-        with self.admission.admit(model.name, priority, model.queue):
-            yield
 
     def key(self, model: str, version: str, endpoint: str, body: ModelRequest, as_chat: bool) -> str | None:
         return cache_key(model, version, endpoint, body, as_chat) if self.cache is not None else None

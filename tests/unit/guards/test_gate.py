@@ -63,8 +63,8 @@ def test_priority_header() -> None:
 def test_admission_uses_the_models_queue_bounds() -> None:
     g = gate()
     model = load_config({"models": [MODEL]}).models[0]
-    with g.admit(model, Priority.BATCH):
-        with pytest.raises(RateLimited), g.admit(model, Priority.BATCH):
-            pass
-        with g.admit(model, Priority.REALTIME):
-            pass
+    with g.admission.admit(model.name, Priority.BATCH, model.queue):
+        with pytest.raises(RateLimited):
+            g.admission.enter(model.name, Priority.BATCH, model.queue)
+        g.admission.enter(model.name, Priority.REALTIME, model.queue)
+        assert g.admission.depth(model.name, Priority.REALTIME) == 1
