@@ -85,6 +85,7 @@ class RenderOptions:
     probe_tools_image: str = "busybox:1.37.0-musl"  # statically linked: runs in any business image
     gpu_pools: tuple[GpuPool, ...] = (GpuPool("H100", "NVIDIA-H100-80GB-HBM3"),)
     hf_token_secret: str = "hf-token"  # a Secret with key `token`
+    keys_secret: str = "inference-graph-keys"  # a Secret with keys `api-keys` and `admin-keys` (comma-separated)
     model_cache_size: str = "500Gi"
     model_cache_storage_class: str | None = None  # needs ReadWriteMany; None: the cluster's default class
     head_cpus: str = "8"
@@ -449,6 +450,15 @@ def _worker_group(profile: ServeProfile, options: RenderOptions, group: GroupPla
             {
                 "name": "HF_TOKEN",
                 "valueFrom": {"secretKeyRef": {"name": options.hf_token_secret, "key": "token"}},
+            },
+            # The ingress runs on the workers: its API keys (guards.auth) come from a Secret.
+            {
+                "name": "INFERENCE_GRAPH_API_KEYS",
+                "valueFrom": {"secretKeyRef": {"name": options.keys_secret, "key": "api-keys", "optional": True}},
+            },
+            {
+                "name": "INFERENCE_GRAPH_ADMIN_KEYS",
+                "valueFrom": {"secretKeyRef": {"name": options.keys_secret, "key": "admin-keys", "optional": True}},
             },
         ],
         "ports": _ray_ports(profile, head=False),

@@ -149,3 +149,5 @@ def test_gpu_profile_validates() -> None:
     # fractional replicas leave vLLM a memory share below their GPU share
     assert all(v.gpu_memory_utilization < v.num_gpus for v in chat[0].versions)
     assert {m.role for m in config.models} == {Role.CHAT, Role.EMBEDDING, Role.RERANK}
+    assert config.guards.auth.enabled and config.guards.cache.enabled
+    assert all(v.warmup.texts for v in chat[0].versions)
