@@ -15,7 +15,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 
 def stdout(nb: nbformat.NotebookNode) -> str:
-    return "\n".join(
+    """Stream texts joined as they came: one print may arrive in several chunks."""
+    return "".join(
         o.get("text", "")
         for cell in nb.cells
         if cell.cell_type == "code"
@@ -25,7 +26,7 @@ def stdout(nb: nbformat.NotebookNode) -> str:
 
 
 def outputs(nb: nbformat.NotebookNode) -> str:
-    return "\n".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
+    return "".join(o.get("text", "") for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs)
 
 
 def test_quickstart_notebook_runs() -> None:
