@@ -6,7 +6,7 @@ export RAY_AUTH_MODE ?= disabled
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install weights serve test lint
+.PHONY: install weights serve test lint bench
 
 install: $(STAMP) weights
 
@@ -27,3 +27,5 @@ lint: $(STAMP)
 test: install lint
 	$(PY) -m pytest -q -ra
 
+bench: install
+	$(PY) -m bench

@@ -496,6 +496,12 @@ class LimitsConfig(Strict):
 class IngressConfig(Strict):
     num_replicas: int = Field(default=1, ge=1, le=1024, description="Ingress replicas.")
     num_cpus: float = Field(default=0.25, gt=0, le=256, description="CPUs Ray reserves per ingress replica.")
+    max_ongoing_requests: int = Field(
+        default=1024,
+        ge=1,
+        le=100_000,
+        description="Requests one ingress replica handles at once (Ray Serve's default of 5 caps the whole graph).",
+    )
     ready_probe_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Per-model wait in GET /ready.")
 
 

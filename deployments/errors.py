@@ -9,7 +9,7 @@ from typing import TypeVar
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from app.errors import OpenAIError, ServiceUnavailable, UpstreamTimeout
+from app.errors import InvalidRequest, OpenAIError, ServiceUnavailable, UpstreamTimeout
 
 T = TypeVar("T")
 
@@ -24,6 +24,8 @@ def translate(exc: BaseException) -> BaseException:
         return exc.cause
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
         return UpstreamTimeout("The model did not answer in time.")
+    if isinstance(exc, ValueError) and "integer string conversion" in str(exc):  # json.loads: over 4300 digits
+        return InvalidRequest("The request body holds an integer with too many digits.")
     return exc
 
 

@@ -55,6 +55,7 @@ def bind_graph(config: GraphConfig) -> Application:
     )
     ingress: Deployment = Ingress.options(  # type: ignore[attr-defined]
         num_replicas=config.ingress.num_replicas,
+        max_ongoing_requests=config.ingress.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.ingress.num_cpus},
     )
     app: Application = ingress.bind(config, handles, controller)

@@ -1,0 +1,153 @@
+"""The servers a comparison runs, each a subprocess on its own loopback port, started and stopped in turn so that
+the two sides of a comparison never share the CPUs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, suppress
+from pathlib import Path
+
+import httpx
+
+from bench.graphs import CHAT_MODEL, ROOT
+
+LOGS = ROOT / ".cache" / "bench"  # git-ignored
+PORTS = {"vllm": 8152, "plain": 8153, "graph": 8154, "graph-throughput": 8155, "chat": 8156, "embeddings": 8157}
+DIRECT_INGRESS_PORT = 8158  # RAY_SERVE_THROUGHPUT_OPTIMIZED: the ingress replica serves HTTP itself, on this port
+
+
+def _python() -> str:
+    return sys.executable
+
+
+Server = AbstractContextManager[str]
+
+
+@contextmanager
+def server(
+    name: str, argv: list[str], port: int, ready_path: str, timeout_s: float, env: dict[str, str], attempts: int = 2
+) -> Iterator[str]:
+    """Starts `argv`, waits for 200 on `ready_path`, yields the base URL; stops the process (and its group) after.
+    A process that exits while starting is started again (Ray's start-up can time out on a busy host)."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    base = f"http://127.0.0.1:{port}"
+    if _listening(port):
+        raise RuntimeError(f"port {port} is taken (a server left from an earlier run?); {name} needs it")
+    for attempt in range(1, attempts + 1):
+        log_path = LOGS / f"{name}.log"
+        log = log_path.open("w")
+        process = subprocess.Popen(
+            argv, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        started = time.monotonic()
+        try:
+            _wait_ready(process, base + ready_path, timeout_s, log_path)
+        except ServerExited:
+            _stop(process)
+            log.close()
+            if attempt == attempts:
+                raise
+            print(f"  {name}: exited while starting; starting it again", file=sys.stderr, flush=True)
+            continue
+        except BaseException:
+            _stop(process)
+            log.close()
+            raise
+        break
+    print(f"  {name}: ready in {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
+    try:
+        yield base
+    finally:
+        _stop(process)
+        log.close()
+
+
+class ServerExited(RuntimeError):
+    pass
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerExited(f"{process.args!r} exited with {process.returncode}; see {log}")
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s; see {log}")
+
+
+def _stop(process: subprocess.Popen[bytes], grace_s: float = 60) -> None:
+    """SIGTERM (the graph server then shuts Ray down), then SIGKILL to the whole process group."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(grace_s)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # whatever of its group is left (Ray workers, vLLM's engine)
+    process.wait(10)
+
+
+def graph(name: str, *, throughput_optimized: bool = False, timeout_s: float = 300) -> Server:
+    key = "graph-throughput" if throughput_optimized else ("graph" if name == "noop" else name)
+    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if throughput_optimized else "0"}
+    if throughput_optimized:  # Serve picks the replica's port from a range; pin it to ours
+        env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(DIRECT_INGRESS_PORT)
+        env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(DIRECT_INGRESS_PORT + 1)
+    argv = [_python(), "-m", "bench.graph_server", name, str(PORTS[key])]
+    label = f"graph-{name}" + ("-throughput" if throughput_optimized else "")
+    return (
+        _direct(server(label, argv, PORTS[key], "/ready", timeout_s, env))
+        if throughput_optimized
+        else server(label, argv, PORTS[key], "/ready", timeout_s, env)
+    )
+
+
+@contextmanager
+def _direct(proxied: Server, timeout_s: float = 60) -> Iterator[str]:
+    """The graph's ingress replica's own HTTP server, once it answers /ready (the proxy's port answered first)."""
+    with proxied:
+        base = f"http://127.0.0.1:{DIRECT_INGRESS_PORT}"
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                if httpx.get(base + "/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no direct ingress on {base} after {timeout_s:.0f} s")
+            time.sleep(0.5)
+        yield base
+
+
+def plain(timeout_s: float = 60) -> Server:
+    argv = [_python(), "-m", "bench.plain_server", str(PORTS["plain"])]
+    return server("plain", argv, PORTS["plain"], "/health", timeout_s, {})
+
+
+def vllm_openai(model_dir: Path, max_model_len: int, kv_cache_gb: int, timeout_s: float = 300) -> Server:
+    """vLLM's own OpenAI server on the same weights and engine settings as the graph's chat replica."""
+    argv = [
+        _python(), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--served-model-name", CHAT_MODEL,
+        "--host", "127.0.0.1", "--port", str(PORTS["vllm"]),
+        "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", str(max_model_len),
+        "--disable-log-stats", "--seed", "0",
+    ]  # fmt: skip
+    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gb), "HF_HUB_OFFLINE": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+    return server("vllm-openai", argv, PORTS["vllm"], "/health", timeout_s, env)
