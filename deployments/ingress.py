@@ -21,6 +21,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 from app.config import GraphConfig, ModelConfig, Priority, Role
 from app.errors import (
     ErrorInfo,
+    InvalidRequest,
     NotFound,
     OpenAIError,
     PayloadTooLarge,
@@ -72,6 +73,21 @@ def _app_path(request: Request) -> str:
     """The path within the application: an app deployed under a route prefix sees it as the root path."""
     path, root = request.url.path, request.scope.get("root_path", "")
     return path[len(root) :] or "/" if root and path.startswith(root) else path
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """JSON escapes can spell a lone surrogate, which no tokenizer can encode: find one in any string of the body."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_lone_surrogate(v) for v in value)
+    return False
 
 
 def error_response(info: ErrorInfo, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -415,7 +431,10 @@ class Ingress:
             if size > limit:
                 raise PayloadTooLarge(f"The request body exceeds the limit of {limit} bytes.")
             chunks.append(chunk)
-        return json.loads(b"".join(chunks).decode("utf-8"))
+        data = json.loads(b"".join(chunks).decode("utf-8"))
+        if _has_lone_surrogate(data):
+            raise InvalidRequest("The request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
+        return data
 
     def _count_tokens(self, name: str, body: Any, as_chat: bool) -> int:
         """Exact tokens under the model's own tokenizer; loaded on first use (runs in a worker thread)."""

@@ -73,15 +73,10 @@ def test_malformed_bodies_are_400(client: httpx.Client, content: bytes) -> None:
     assert_clean_error(post_raw(client, content), 400)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a lone surrogate (\\ud800) passes parsing and makes the replica's tokenizer raise TypeError: a 500, "
-    "retried and counted against the version's breaker; it needs rejecting as a 400 where the body is parsed",
-)
 def test_lone_surrogate_in_a_message_is_not_a_500(client: httpx.Client) -> None:
     body = b'{"model": "rel-chat", "max_tokens": 2, "messages": [{"role": "user", "content": "a\\ud800b"}]}'
     r = post_raw(client, body)
-    assert r.status_code in (200, 400), r.text
+    assert r.status_code == 400 and "surrogate" in r.json()["error"]["message"], r.text
 
 
 @pytest.mark.parametrize(
