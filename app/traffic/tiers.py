@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from app.config import TierConfig
-from app.errors import ContextLengthExceeded, ServiceUnavailable
+from app.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
 
 
 def choose_tier(
@@ -17,7 +17,7 @@ def choose_tier(
     """The first tier whose bound takes `needed(model)` tokens; a tier whose model cannot take the request (context
     too short, breaker open, no replica) falls through to the next larger one. Returns the tier and the count."""
     if not tiers:
-        raise ServiceUnavailable("No tiers are configured for automatic routing.")
+        raise ModelNotFound("No tiers are configured, so automatic routing has no model to choose.", param="model")
     counts: dict[str, int] = {}
 
     def count(model: str) -> int:

@@ -1,7 +1,7 @@
 import pytest
 
 from app.config import TierConfig
-from app.errors import ContextLengthExceeded, ServiceUnavailable
+from app.errors import ContextLengthExceeded, ModelNotFound, ServiceUnavailable
 from app.traffic.tiers import choose_tier
 
 TIERS = [
@@ -42,3 +42,9 @@ def test_counts_use_each_models_own_tokenizer() -> None:
 def test_too_long_for_every_tier() -> None:
     with pytest.raises(ContextLengthExceeded, match="200000 tokens"):
         pick(200_000)
+
+
+def test_no_tiers_is_a_client_error() -> None:
+    with pytest.raises(ModelNotFound) as err:
+        choose_tier([], lambda model: 1, CONTEXT.__getitem__, lambda model: True)
+    assert err.value.status == 404 and err.value.param == "model"
