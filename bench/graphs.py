@@ -76,7 +76,7 @@ def noop_config() -> GraphConfig:
 
 def noop_app() -> Application:
     """The product's Ingress, bound as bind_graph binds it, with a NoopChat replica per model version."""
-    from deployments.ingress import Ingress
+    from deployments.graph import bind_ingress
 
     config = noop_config()
     handles: dict[str, dict[str, Application]] = {}
@@ -89,13 +89,7 @@ def noop_app() -> Application:
                 max_queued_requests=version.max_queued_requests,
             )
             handles.setdefault(model.name, {})[version.version] = replica.bind(model, version)
-    ingress: Deployment = Ingress.options(  # type: ignore[attr-defined]
-        num_replicas=config.ingress.num_replicas,
-        max_ongoing_requests=config.ingress.max_ongoing_requests,
-        ray_actor_options={"num_cpus": config.ingress.num_cpus},
-    )
-    app: Application = ingress.bind(config, handles, None)
-    return app
+    return bind_ingress(config, handles, None)
 
 
 def build(name: str, ingress_max_ongoing: int | None = None) -> Application:

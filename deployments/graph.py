@@ -53,6 +53,11 @@ def bind_graph(config: GraphConfig) -> Application:
         if rollouts
         else None
     )
+    return bind_ingress(config, handles, controller)
+
+
+def bind_ingress(config: GraphConfig, handles: dict[str, dict[str, Application]], controller: Any) -> Application:
+    """The ingress with its configured replicas and limits, bound over the model replicas."""
     ingress: Deployment = Ingress.options(  # type: ignore[attr-defined]
         num_replicas=config.ingress.num_replicas,
         max_ongoing_requests=config.ingress.max_ongoing_requests,
