@@ -7,7 +7,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -127,11 +127,16 @@ def _route_headers(plan: Plan, version: str) -> dict[str, str]:
 
 
 async def _sse(
-    first: str, rest: DeploymentResponseGenerator[Any], observer: RequestObserver, record: RequestRecord
+    first: str,
+    rest: DeploymentResponseGenerator[Any],
+    observer: RequestObserver,
+    record: RequestRecord,
+    charge: Callable[[int], None],
 ) -> AsyncIterator[str]:
     """The replica's events, then `[DONE]`; a failure mid-stream becomes an error event before `[DONE]`.
     A client that goes away cancels this generator, and the `finally` cancels the replica's generation.
-    The replica's last item is its engine report, which finishes the request's record."""
+    The replica's last item is its engine report, which finishes the request's record and is charged to the
+    caller's token limit."""
     done = False
     content = observer.keeps_content
     try:
@@ -141,6 +146,7 @@ async def _sse(
         async for event in rest:
             if isinstance(event, EngineReport):
                 record.report = event
+                charge(event.prompt_tokens + event.completion_tokens)
                 continue
             if isinstance(event, ErrorInfo):
                 record.fail(event)
@@ -277,7 +283,7 @@ class Ingress:
             self._observer.planned(record, plan, request.headers, asked)
             with self._observer.active(record), self._admitted(plan, priority):
                 if plan.stream:
-                    response = await self._stream(plan, record)
+                    response = await self._stream(plan, record, caller)
                 else:
                     response = await self._unary(plan, record, caller)
         except Exception as exc:
@@ -345,7 +351,7 @@ class Ingress:
             tried.append(version)
         raise AssertionError("unreachable: the last attempt returns")
 
-    async def _stream(self, plan: Plan, record: RequestRecord) -> Response:
+    async def _stream(self, plan: Plan, record: RequestRecord, caller: Caller | None) -> Response:
         """Retried only before the first byte; after it, a failure is an SSE error event."""
         router, tried = self._routers[plan.model.name], list[str]()
         for attempt in range(1, plan.model.retry.attempts + 1):
@@ -377,7 +383,7 @@ class Ingress:
             self._observer.first_event(record, answer.report)
             self._record(plan.model, version, True, started)
             headers.update(self._observer.overhead_headers(record))
-            events = _sse(first, stream, self._observer, record)
+            events = _sse(first, stream, self._observer, record, lambda tokens: self._gate.charge(caller, tokens))
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         raise AssertionError("unreachable: the last attempt returns")
 

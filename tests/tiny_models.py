@@ -123,9 +123,16 @@ def _write_tiny_cross_encoder(out: Path) -> None:
 
     with tempfile.TemporaryDirectory(prefix="tiny-embed-", dir=out.parent) as embed:
         tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_embedding_model(Path(embed) / "m")))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=EMBEDDING_DIMENSION, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512,
-                        pad_token_id=tokenizer.pad_token_id, num_labels=1)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=EMBEDDING_DIMENSION,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        num_labels=1,
+    )
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(str(out))  # type: ignore[no-untyped-call]
     tokenizer.save_pretrained(str(out))
