@@ -29,6 +29,14 @@ def translate(exc: BaseException) -> BaseException:
     return exc
 
 
+def lost_replica(exc: BaseException) -> str | None:
+    """The id of the replica actor whose death or outage failed the call (raised as is or as the cause), else None."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, RayActorError) and error.actor_id:
+            return str(error.actor_id)
+    return None
+
+
 async def call(awaitable: Awaitable[T], timeout_s: float) -> T:
     try:
         return await asyncio.wait_for(awaitable, timeout_s)

@@ -39,7 +39,7 @@ from app.traffic.plan import Plan, Planner, tokens_needed
 from app.traffic.retry import should_retry
 from app.traffic.rollout import Action, Outcome
 from app.traffic.router import OutcomeLog, VersionRouter
-from deployments.errors import call, first_item, translate
+from deployments.errors import call, first_item, lost_replica, translate
 from deployments.metrics import GraphMetrics
 
 Handles = dict[str, dict[str, DeploymentHandle[Any]]]
@@ -328,15 +328,16 @@ class Ingress:
             method = getattr(handle, plan.endpoint.method)
             started = time.monotonic()
             answer: Metered[Any] | ErrorInfo
+            incident = None
             try:
                 answer = await call(method.remote(plan.body, plan.as_chat), plan.model.retry.per_try_timeout_s)
             except Exception as exc:
-                answer = to_error_info(translate(exc))
+                answer, incident = to_error_info(translate(exc)), lost_replica(exc)
                 logger.warning("%s@%s failed: %s", plan.model.name, version, answer.message)
             self._observer.answered(record, answer)
             result = answer.value if isinstance(answer, Metered) else answer
             failed = isinstance(result, ErrorInfo) and result.status >= 500
-            self._record(plan.model, version, not failed, started)
+            self._record(plan.model, version, not failed, started, incident)
             headers = _route_headers(plan, version)
             if not isinstance(result, ErrorInfo):
                 content = result.model_dump_json().encode()
@@ -363,17 +364,18 @@ class Ingress:
                 plan.body, plan.as_chat
             )
             answer: Metered[Any] | ErrorInfo
+            incident = None
             try:
                 answer = await first_item(stream, plan.model.retry.per_try_timeout_s)
             except Exception as exc:
                 stream.cancel()  # type: ignore[no-untyped-call]
-                answer = to_error_info(translate(exc))
+                answer, incident = to_error_info(translate(exc)), lost_replica(exc)
             first = answer.value if isinstance(answer, Metered) else answer
             headers = _route_headers(plan, version)
             if isinstance(first, ErrorInfo):
                 self._observer.answered(record, answer)
                 failed = first.status >= 500
-                self._record(plan.model, version, not failed, started)
+                self._record(plan.model, version, not failed, started, incident)
                 if not failed or not should_retry(plan.model.retry, attempt, first):
                     stream.cancel()  # type: ignore[no-untyped-call]
                     return error_response(first, headers)
@@ -387,9 +389,9 @@ class Ingress:
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         raise AssertionError("unreachable: the last attempt returns")
 
-    def _record(self, model: ModelConfig, version: str, ok: bool, started: float) -> None:
+    def _record(self, model: ModelConfig, version: str, ok: bool, started: float, incident: str | None = None) -> None:
         router = self._routers[model.name]
-        router.record(version, ok)
+        router.record(version, ok, incident)
         self._metrics.upstream(model.name, version, ok, router.breaker_states())
         if model.rollout is not None:
             self._outcomes.add(Outcome(model.name, version, ok, (time.monotonic() - started) * 1000))

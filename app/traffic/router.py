@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 
 from app.config import ModelConfig
@@ -20,6 +21,7 @@ class VersionRouter:
         self._breakers = {v.version: CircuitBreaker(model.breaker, clock) for v in model.versions}
         # the weight line: every non-stable version first, so a rising canary share only takes users from stable
         self._order = [v.version for v in model.versions if v.version != self.stable] + [self.stable]
+        self._incidents: deque[str] = deque(maxlen=256)
 
     def choose(self, user: str | None, pinned: str | None = None, exclude: Iterable[str] = ()) -> tuple[str, str]:
         """(version, why): the pinned or split version if its breaker lets it through, else the stable one."""
@@ -33,12 +35,18 @@ class VersionRouter:
                 return fallback, "fallback"
         return self.stable, "fallback"
 
-    def record(self, version: str, ok: bool) -> None:
+    def record(self, version: str, ok: bool, incident: str | None = None) -> None:
+        """One answer's outcome. `incident` names a failure that many requests share (a replica's death fails every
+        request it held at once): it counts against the version's breaker once, not once per request."""
         breaker = self._breakers[version]
         if ok:
             breaker.record_success()
-        else:
-            breaker.record_failure()
+            return
+        if incident is not None:
+            if incident in self._incidents:
+                return
+            self._incidents.append(incident)
+        breaker.record_failure()
 
     def can_serve(self) -> bool:
         return any(b.state is not BreakerState.OPEN for b in self._breakers.values())

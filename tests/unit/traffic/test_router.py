@@ -33,6 +33,17 @@ def test_open_breaker_sends_the_share_to_stable() -> None:
     assert router.can_serve()
 
 
+def test_a_replica_death_counts_once_against_the_breaker() -> None:
+    router = VersionRouter(
+        model(weights={"stable": 100}, breaker={"failure_threshold": 2}), lambda: 0.0, random.Random(0)
+    )
+    for _ in range(10):  # every request the dead replica held fails at once: one incident
+        router.record("stable", ok=False, incident="actor-1")
+    assert router.breaker_states()["stable"] == "closed"
+    router.record("stable", ok=False, incident="actor-2")  # a second replica died: two incidents in a row
+    assert router.breaker_states()["stable"] == "open"
+
+
 def test_excluded_versions_and_pins() -> None:
     router = VersionRouter(model(weights={"stable": 50, "canary": 50}), lambda: 0.0, random.Random(0))
     assert router.choose(None, pinned="canary") == ("canary", "experiment")
