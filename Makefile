@@ -3,6 +3,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.yaml
 export RAY_AUTH_MODE ?= disabled
+# Serve's proxy reaches the ingress over gRPC rather than Ray actor calls (see the README's results)
+export RAY_SERVE_PROXY_USE_GRPC ?= 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 

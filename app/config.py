@@ -503,6 +503,11 @@ class IngressConfig(Strict):
         description="Requests one ingress replica handles at once (Ray Serve's default of 5 caps the whole graph).",
     )
     ready_probe_timeout_s: float = Field(default=2.0, gt=0, le=60, description="Per-model wait in GET /ready.")
+    grpc_handles: bool = Field(
+        default=True,
+        description="Call the model replicas over Serve's gRPC transport rather than Ray actor calls (faster; see "
+        "the README's results).",
+    )
 
 
 class ObservabilityConfig(Strict):

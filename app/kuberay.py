@@ -42,6 +42,8 @@ RAY_PORTS = frozenset({METRICS_PORT, DASHBOARD_PORT, GCS_PORT, CLIENT_PORT, AGEN
 PROBE_TOOLS = "/probe-tools/busybox"
 MODEL_CACHE = "/models"
 HF_HOME = f"{MODEL_CACHE}/huggingface"
+# Every node runs a Serve proxy: it reaches the ingress over gRPC rather than Ray actor calls (README, results).
+PROXY_GRPC = {"name": "RAY_SERVE_PROXY_USE_GRPC", "value": "1"}
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # set on GPU nodes by NVIDIA GPU feature discovery
 REALTIME, BATCH = "inference-realtime", "inference-batch"
@@ -365,6 +367,7 @@ def _head_group(profile: ServeProfile, options: RenderOptions) -> dict[str, Any]
     ray_head = {
         "name": "ray-head",
         "image": options.image,
+        "env": [PROXY_GRPC],
         "ports": _ray_ports(profile, head=True),
         "resources": _resources({"cpu": options.head_cpus, "memory": options.head_memory}),
         "livenessProbe": _http_probe("/api/healthz", AGENT_PORT, 5, 120),
@@ -446,6 +449,7 @@ def _worker_group(profile: ServeProfile, options: RenderOptions, group: GroupPla
         "name": "ray-worker",
         "image": options.image,
         "env": [
+            PROXY_GRPC,
             {"name": "HF_HOME", "value": HF_HOME},
             {
                 "name": "HF_TOKEN",

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
+import grpc
 from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -18,7 +19,8 @@ def translate(exc: BaseException) -> BaseException:
     """Turn a Ray exception into an app error; anything else passes through to `to_error_info`."""
     if isinstance(exc, BackPressureError):
         return ServiceUnavailable("The model is at capacity; retry shortly.")
-    if isinstance(exc, (RayActorError, ActorUnavailableError, DeploymentUnavailableError)):
+    if isinstance(exc, (RayActorError, ActorUnavailableError, DeploymentUnavailableError, grpc.aio.AioRpcError)):
+        # gRPC handles raise ActorUnavailableError for a lost replica, and the raw RPC error for other transport faults
         return ServiceUnavailable("The model's replica is unavailable; retry shortly.")
     if isinstance(exc, RayTaskError) and isinstance(exc.cause, OpenAIError):
         return exc.cause

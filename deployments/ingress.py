@@ -180,7 +180,10 @@ async def _sse(
 class Ingress:
     def __init__(self, config: GraphConfig, handles: Handles, controller: DeploymentHandle[Any] | None) -> None:
         self._config = config
-        self._handles = handles
+        self._handles = {
+            model: {v: h.options(_by_reference=not config.ingress.grpc_handles) for v, h in versions.items()}
+            for model, versions in handles.items()
+        }
         self._controller = controller
         self._created = int(time.time())
         rng = random.Random()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import pytest
 from ray.exceptions import ActorUnavailableError, RayActorError
 
@@ -32,3 +33,9 @@ def test_other_failures_name_no_replica() -> None:
 
 def test_unavailable_replica_is_a_503() -> None:
     assert isinstance(translate(ActorUnavailableError("gone", None)), ServiceUnavailable)
+
+
+def test_a_grpc_transport_fault_is_a_503() -> None:
+    fault = grpc.aio.AioRpcError(grpc.StatusCode.INTERNAL, grpc.aio.Metadata(), grpc.aio.Metadata(), "stream reset")
+    assert isinstance(translate(fault), ServiceUnavailable)
+    assert lost_replica(fault) is None
