@@ -27,7 +27,7 @@ import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -112,18 +112,11 @@ def build_tiny_embedding_model(path: Path) -> Path:
     return _build_atomically(path, _EMBEDDING_MARKER, _write_tiny_embedding_model)
 
 
-def build_tiny_cross_encoder(path: Path) -> Path:
-    """A tiny random BERT with one relevance logit (a cross-encoder), sharing the tiny embedding tokenizer."""
-    return _build_atomically(path, "config.json", _write_tiny_cross_encoder)
+def tiny_bert_config(tokenizer: Any, **extra: Any) -> Any:
+    """The two-layer BERT shape of the tiny embedding model and cross-encoder."""
+    from transformers import BertConfig
 
-
-def _write_tiny_cross_encoder(out: Path) -> None:
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    with tempfile.TemporaryDirectory(prefix="tiny-embed-", dir=out.parent) as embed:
-        tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_embedding_model(Path(embed) / "m")))
-    config = BertConfig(
+    return BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=EMBEDDING_DIMENSION,
         num_hidden_layers=2,
@@ -131,8 +124,22 @@ def _write_tiny_cross_encoder(out: Path) -> None:
         intermediate_size=64,
         max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id,
-        num_labels=1,
+        **extra,
     )
+
+
+def build_tiny_cross_encoder(path: Path) -> Path:
+    """A tiny random BERT with one relevance logit (a cross-encoder), sharing the tiny embedding tokenizer."""
+    return _build_atomically(path, "config.json", _write_tiny_cross_encoder)
+
+
+def _write_tiny_cross_encoder(out: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    with tempfile.TemporaryDirectory(prefix="tiny-embed-", dir=out.parent) as embed:
+        tokenizer = AutoTokenizer.from_pretrained(str(build_tiny_embedding_model(Path(embed) / "m")))
+    config = tiny_bert_config(tokenizer, num_labels=1)
     torch.manual_seed(0)
     BertForSequenceClassification(config).save_pretrained(str(out))  # type: ignore[no-untyped-call]
     tokenizer.save_pretrained(str(out))
@@ -203,7 +210,7 @@ def _write_tiny_embedding_model(out: Path) -> None:
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
     from tokenizers import normalizers, pre_tokenizers
-    from transformers import BertConfig, BertModel, BertTokenizer
+    from transformers import BertModel, BertTokenizer
 
     normalizer = normalizers.BertNormalizer(lowercase=True)
     pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -225,15 +232,7 @@ def _write_tiny_embedding_model(out: Path) -> None:
         model_max_length=EMBEDDING_MAX_SEQ_LENGTH,
     )
 
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=EMBEDDING_DIMENSION,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-    )
+    config = tiny_bert_config(tokenizer)
     torch.manual_seed(0)
     bert = BertModel(config)  # type: ignore[no-untyped-call]
 
