@@ -30,9 +30,9 @@ def test_models_are_listed(client: openai.OpenAI) -> None:
 
 def test_smollm2_knows_paris(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
-        model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=16
+        model=CHAT_MODEL, messages=QUESTION, temperature=0, max_tokens=16, extra_headers=ON_VLLM
     )  # type: ignore[arg-type]
-    assert raw.headers["x-served-by"] == f"{CHAT_MODEL}@v1"
+    assert raw.headers["x-served-by"] == f"{CHAT_MODEL}@v1"  # the experiment header pins it past the 90/10 split
     answer = raw.parse()
     assert "paris" in (answer.choices[0].message.content or "").lower()
     assert answer.usage is not None and answer.usage.prompt_tokens > 10 and answer.usage.completion_tokens >= 1
