@@ -7,7 +7,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from app.errors import (
 )
 from app.guards.auth import Caller
 from app.guards.gate import Gate
+from app.guards.stream_charge import StreamCharge
 from app.observability.metering import EngineReport, Metered
 from app.observability.observer import RequestObserver
 from app.observability.record import CLIENT_GONE, RequestRecord
@@ -131,12 +132,11 @@ async def _sse(
     rest: DeploymentResponseGenerator[Any],
     observer: RequestObserver,
     record: RequestRecord,
-    charge: Callable[[int], None],
+    charge: StreamCharge,
 ) -> AsyncIterator[str]:
     """The replica's events, then `[DONE]`; a failure mid-stream becomes an error event before `[DONE]`.
     A client that goes away cancels this generator, and the `finally` cancels the replica's generation.
-    The replica's last item is its engine report, which finishes the request's record and is charged to the
-    caller's token limit."""
+    The replica's last item is its engine report, which finishes the request's record and settles its tokens."""
     done = False
     content = observer.keeps_content
     try:
@@ -146,7 +146,7 @@ async def _sse(
         async for event in rest:
             if isinstance(event, EngineReport):
                 record.report = event
-                charge(event.prompt_tokens + event.completion_tokens)
+                charge.final(event)
                 continue
             if isinstance(event, ErrorInfo):
                 record.fail(event)
@@ -154,6 +154,7 @@ async def _sse(
                 break
             if content:
                 observer.streamed(record, event)
+            charge.event()
             yield event
     except (asyncio.CancelledError, GeneratorExit):
         record.status = CLIENT_GONE
@@ -167,6 +168,7 @@ async def _sse(
     finally:
         if not done:
             rest.cancel()  # type: ignore[no-untyped-call]
+        charge.close()
         observer.finish(record)
     yield SSE_DONE
 
@@ -388,7 +390,8 @@ class Ingress:
             self._observer.first_event(record, answer.report)
             self._record(plan.model, version, True, started)
             headers.update(self._observer.overhead_headers(record))
-            events = _sse(first, stream, self._observer, record, lambda tokens: self._gate.charge(caller, tokens))
+            charge = StreamCharge(lambda tokens: self._gate.charge(caller, tokens), answer.report)
+            events = _sse(first, stream, self._observer, record, charge)
             return StreamingResponse(events, media_type="text/event-stream", headers=headers)
         raise AssertionError("unreachable: the last attempt returns")
 
