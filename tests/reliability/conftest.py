@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from app.config import GraphConfig, load_config
-from tests.serve.conftest import wait_ready
+from tests.serve.conftest import tiny_chat_version, tiny_encoder_version, wait_ready
 from tests.tiny_models import build_tiny_chat_model, build_tiny_embedding_model
 
 APP_NAME = "reliability"
@@ -26,21 +26,10 @@ BAD_DELAY_MS = 1000  # the failing version is slow too, so a request that reache
 
 def reliability_config(chat: Path, embed: Path) -> GraphConfig:
     def version(label: str, **extra: Any) -> dict[str, Any]:
-        return {
-            "version": label,
-            "engine": "transformers",
-            "weights": {"path": str(chat)},
-            "device": "cpu",
-            "max_model_len": 256,
-            "max_output_tokens": 200,
-            "num_cpus": 0.05,
-            **extra,
-        }
+        return tiny_chat_version(chat, label, max_output_tokens=200, **extra)
 
     def encoder(name: str, role: str) -> dict[str, Any]:
-        weights = {"path": str(embed)}
-        versions = [{"version": "v1", "engine": "sentence-transformers", "weights": weights, "num_cpus": 0.05}]
-        return {"name": name, "role": role, "versions": versions}
+        return {"name": name, "role": role, "versions": [tiny_encoder_version(embed)]}
 
     flaky = {
         "name": FLAKY,

@@ -13,28 +13,42 @@ from tests.tiny_models import build_tiny_chat_model, build_tiny_embedding_model
 APP_NAME = "tiny-graph"
 
 
+def tiny_chat_version(path: Path, label: str = "v1", **extra: object) -> dict[str, object]:
+    """A chat version on the tiny transformers model, with a small share of a CPU."""
+    return {
+        "version": label,
+        "engine": "transformers",
+        "weights": {"path": str(path)},
+        "device": "cpu",
+        "max_model_len": 256,
+        "num_cpus": 0.05,
+        **extra,
+    }
+
+
+def tiny_encoder_version(path: Path, **extra: object) -> dict[str, object]:
+    """An embedding or rerank version on the tiny sentence-transformers model."""
+    return {
+        "version": "v1",
+        "engine": "sentence-transformers",
+        "weights": {"path": str(path)},
+        "device": "cpu",
+        "num_cpus": 0.05,
+        **extra,
+    }
+
+
+def file_keys_auth(secrets: Path, **extra: object) -> dict[str, object]:
+    """guards.auth with the client keys in `secrets/keys` and no keys from the environment."""
+    return {"enabled": True, "keys_env": None, "admin_keys_env": None, "keys_file": str(secrets / "keys"), **extra}
+
+
 def tiny_config(chat_path: Path, embed_path: Path) -> GraphConfig:
     def chat_version(label: str, **extra: object) -> dict[str, object]:
-        return {
-            "version": label,
-            "engine": "transformers",
-            "weights": {"path": str(chat_path)},
-            "device": "cpu",
-            "max_model_len": 256,
-            "num_cpus": 0.05,
-            **extra,
-        }
+        return tiny_chat_version(chat_path, label, **extra)
 
     def encoder(name: str, role: str, **extra: object) -> dict[str, object]:
-        version = {
-            "version": "v1",
-            "engine": "sentence-transformers",
-            "weights": {"path": str(embed_path)},
-            "device": "cpu",
-            "num_cpus": 0.05,
-            **extra,
-        }
-        return {"name": name, "role": role, "versions": [version]}
+        return {"name": name, "role": role, "versions": [tiny_encoder_version(embed_path, **extra)]}
 
     def traffic_model(name: str, faulty: str | None = None, **traffic: object) -> dict[str, object]:
         """A stable and a second version; `faulty` names a version that fails every call."""

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.serve.conftest import file_keys_auth, tiny_chat_version, tiny_encoder_version
+
 pytestmark = pytest.mark.timeout(300)
 APP = "declarative"
 EMBED_DEPLOYMENT = "embedding-d-embed-v1"
@@ -33,41 +35,17 @@ def app_config(chat: Path, embed: Path, secrets: Path, deployments: list[dict[st
                 {
                     "name": "d-chat",
                     "role": "chat",
-                    "versions": [
-                        {
-                            "version": "v1",
-                            "engine": "transformers",
-                            "weights": {"path": str(chat)},
-                            "device": "cpu",
-                            "num_cpus": 0.05,
-                            "max_model_len": 256,
-                        }
-                    ],
+                    "versions": [tiny_chat_version(chat)],
                 },
                 {
                     "name": "d-embed",
                     "role": "embedding",
                     "versions": [
-                        {
-                            "version": "v1",
-                            "engine": "sentence-transformers",
-                            "weights": {"path": str(embed)},
-                            "device": "cpu",
-                            "num_cpus": 0.05,
-                            "batching": {"max_batch_size": 1, "batch_wait_timeout_s": 0.05},
-                        }
+                        tiny_encoder_version(embed, batching={"max_batch_size": 1, "batch_wait_timeout_s": 0.05})
                     ],
                 },
             ],
-            "guards": {
-                "auth": {
-                    "enabled": True,
-                    "keys_env": None,
-                    "admin_keys_env": None,
-                    "keys_file": str(secrets / "keys"),
-                    "tokens_per_minute": 150,
-                }
-            },
+            "guards": {"auth": file_keys_auth(secrets, tokens_per_minute=150)},
         },
         "deployments": deployments,
     }

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from app.config import load_config
+from tests.serve.conftest import file_keys_auth, tiny_chat_version, tiny_encoder_version
 
 pytestmark = pytest.mark.timeout(300)
 APP = "guarded"
@@ -27,25 +28,12 @@ def guarded(graph: str, tiny_paths: tuple[Path, Path], tmp_path_factory: pytest.
     (secrets / "keys").write_text("client-key\nlimited-key\n")
     (secrets / "admin").write_text("admin-key\n")
     chat, embed = tiny_paths
-    version = {
-        "version": "v1",
-        "engine": "transformers",
-        "weights": {"path": str(chat)},
-        "device": "cpu",
-        "num_cpus": 0.05,
-        "max_model_len": 256,
-        "warmup": {"texts": ["warm up"], "max_tokens": 2},
-        "faults": {"delay_ms": 300},
-    }
-    encoder = {
-        "version": "v1",
-        "engine": "sentence-transformers",
-        "weights": {"path": str(embed)},
-        "device": "cpu",
-        "num_cpus": 0.05,
-        "warmup": {"texts": ["warm up"]},
-        "batching": {"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "adaptive": True, "min_wait_s": 0.001},
-    }
+    version = tiny_chat_version(chat, warmup={"texts": ["warm up"], "max_tokens": 2}, faults={"delay_ms": 300})
+    encoder = tiny_encoder_version(
+        embed,
+        warmup={"texts": ["warm up"]},
+        batching={"max_batch_size": 16, "batch_wait_timeout_s": 0.05, "adaptive": True, "min_wait_s": 0.001},
+    )
     config = load_config(
         {
             "ingress": {"num_cpus": 0.05},
@@ -59,14 +47,7 @@ def guarded(graph: str, tiny_paths: tuple[Path, Path], tmp_path_factory: pytest.
                 {"name": "g-embed", "role": "embedding", "versions": [encoder]},
             ],
             "guards": {
-                "auth": {
-                    "enabled": True,
-                    "keys_env": None,
-                    "admin_keys_env": None,
-                    "keys_file": str(secrets / "keys"),
-                    "admin_keys_file": str(secrets / "admin"),
-                    "requests_per_minute": 1000,
-                },
+                "auth": file_keys_auth(secrets, admin_keys_file=str(secrets / "admin"), requests_per_minute=1000),
                 "cache": {"enabled": True, "ttl_s": 60},
             },
         }
