@@ -46,6 +46,7 @@ def test_streaming_matches_plain(client: openai.OpenAI) -> None:
         max_tokens=16,  # type: ignore[arg-type]
         stream=True,
         stream_options={"include_usage": True},
+        extra_headers=ON_VLLM,  # the same version as the plain request below, whatever the 90/10 split picks
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
