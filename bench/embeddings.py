@@ -8,7 +8,7 @@ import math
 import time
 from collections.abc import Callable
 
-from app.config import BatchingConfig, load_config
+from app.config import GraphConfig, load_config
 from app.engines.sentence_encoder import SentenceEncoder
 from bench import servers
 from bench.graphs import BATCHED, UNBATCHED, embeddings_args
@@ -59,29 +59,28 @@ def in_process(encoder: SentenceEncoder, load: Load, batch_size: int) -> Summary
     )
 
 
-def ceiling(loads: list[Load], batch_size: int) -> dict[int, Summary]:
-    """The in-process figures per concurrency, with the one thread a replica of under one CPU gets from Ray
-    (OMP_NUM_THREADS=1), before any graph starts."""
+def ceiling(config: GraphConfig, loads: list[Load]) -> dict[int, Summary]:
+    """The in-process figures per concurrency for the config's first (batched) model, with the one thread a replica
+    of under one CPU gets from Ray (OMP_NUM_THREADS=1), before any graph starts."""
     import torch
 
-    config = load_config(embeddings_args())
     version = config.models[0].versions[0]
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, math.floor(version.num_cpus)))
     try:
         encoder = SentenceEncoder(version.weights.local_path(config.resolved_weights_dir()), device="cpu")
-        return {
-            load.concurrency: in_process(encoder, load, 1 if load.concurrency == 1 else batch_size) for load in loads
-        }
+        batch = version.batching.max_batch_size
+        return {load.concurrency: in_process(encoder, load, 1 if load.concurrency == 1 else batch) for load in loads}
     finally:
         torch.set_num_threads(threads)
 
 
 def run(scale: float) -> Table:
     results: dict[tuple[str, int], Summary] = {}
-    b = BatchingConfig.model_validate(embeddings_args()["models"][0]["versions"][0].get("batching", {}))
+    config = load_config(embeddings_args())
+    b = config.models[0].versions[0].batching
     loads = [load.scaled(scale) for load in LOADS]
-    ceilings = ceiling(loads, b.max_batch_size)
+    ceilings = ceiling(config, loads)
     with servers.graph("embeddings") as base:
         for load in loads:
             for model in (BATCHED, UNBATCHED):

@@ -21,28 +21,22 @@ class Load:
 
 
 def measure(base: str, make_call: Callable[[int], Call], label: str, load: Load, timeout_s: float = 300) -> LoadResult:
-    if load.warmup:
-        asyncio.run(
+    def run(requests: int, progress: Progress | None) -> LoadResult:
+        return asyncio.run(
             run_load(
                 base,
                 make_call,
-                requests=load.warmup,
+                requests=requests,
                 concurrency=load.concurrency,
                 duration_s=load.duration_s,
                 timeout_s=timeout_s,
+                progress=progress,
             )
         )
-    return asyncio.run(
-        run_load(
-            base,
-            make_call,
-            requests=load.requests,
-            concurrency=load.concurrency,
-            duration_s=load.duration_s,
-            timeout_s=timeout_s,
-            progress=Progress(label, load.requests),
-        )
-    )
+
+    if load.warmup:
+        run(load.warmup, None)
+    return run(load.requests, Progress(label, load.requests))
 
 
 def summarize(base: str, make_call: Callable[[int], Call], label: str, load: Load) -> Summary:

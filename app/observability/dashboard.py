@@ -39,6 +39,12 @@ def _quantile(q: float, metric: str, by: str, where: str = SEL) -> str:
     return f"histogram_quantile({q}, sum by (le, {by}) ({_rate(metric + '_bucket', where)}))"
 
 
+def _percentiles(metric: str, by: str, percents: tuple[int, ...], where: str = SEL) -> tuple[tuple[str, str], ...]:
+    """One query per percentile, each legend `pNN` and the `by` labels (e.g. `p99 {{model}} {{route}}`)."""
+    labels = " ".join(f"{{{{{label.strip()}}}}}" for label in by.split(","))
+    return tuple((_quantile(n / 100, metric, by, where), f"p{n} {labels}") for n in percents)
+
+
 def _ratio(metric: str, part: str, by: str) -> str:
     return f"sum by ({by}) ({_rate(metric, SEL + ',' + part)}) / sum by ({by}) ({_rate(metric)})"
 
@@ -85,27 +91,18 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
         (
             Panel(
                 "End-to-end latency",
-                tuple(
-                    (_quantile(q, "request_latency_seconds", "model", SEL + ',status!~"4.."'), f"p{n} {{{{model}}}}")
-                    for q, n in ((0.5, 50), (0.95, 95), (0.99, 99))
-                ),
+                _percentiles("request_latency_seconds", "model", (50, 95, 99), SEL + ',status!~"4.."'),
                 "s",
                 description="At the ingress, from the request reaching it to its last byte; client errors left out.",
             ),
             Panel(
                 "Time to first token",
-                tuple(
-                    (_quantile(q, "time_to_first_token_seconds", "model"), f"p{n} {{{{model}}}}")
-                    for q, n in ((0.5, 50), (0.99, 99))
-                ),
+                _percentiles("time_to_first_token_seconds", "model", (50, 99)),
                 "s",
             ),
             Panel(
                 "Graph overhead (time outside the engine)",
-                tuple(
-                    (_quantile(q, "overhead_seconds", "model, route"), f"p{n} {{{{model}}}} {{{{route}}}}")
-                    for q, n in ((0.5, 50), (0.99, 99))
-                ),
+                _percentiles("overhead_seconds", "model, route", (50, 99)),
                 "s",
                 description="End-to-end latency less the engine's time; each response also carries it as the "
                 "x-graph-overhead-ms header.",
