@@ -8,6 +8,7 @@ from collections.abc import AsyncGenerator, Sequence
 import numpy as np
 
 from app.engines.base import EngineStats, GenerationDelta, SamplingSettings, Vectors
+from app.serving.embedding import EncoderService
 
 
 class CharTokenizer:
@@ -80,3 +81,21 @@ class HashEncoder:
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) + 2 for t in texts]
+
+
+def hash_encoder_service(max_inputs: int = 10) -> EncoderService:
+    """The embeddings and rerank service over a HashEncoder, model "e", with fixed response ids ("x")."""
+    encoder = HashEncoder()
+
+    async def encode(texts: Sequence[str]) -> Vectors:
+        return encoder.encode(texts)
+
+    return EncoderService(
+        model="e",
+        encode=encode,
+        count_tokens=encoder.count_tokens,
+        dimensions=encoder.dimensions,
+        max_seq_length=encoder.max_seq_length,
+        max_inputs=max_inputs,
+        new_id=lambda: "x",
+    )

@@ -36,9 +36,8 @@ from app.protocol import (
     ModelCard,
     ModelList,
 )
-from app.serving.embedding import EncoderService
 from app.serving.generation import GenerationService, Limits
-from tests.fakes import CharTokenizer, HashEncoder, ScriptedEngine
+from tests.fakes import CharTokenizer, HashEncoder, ScriptedEngine, hash_encoder_service
 from tests.spec import assert_conforms, errors, rewrite_nullable, schema_properties, spec
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -70,23 +69,6 @@ def generation(engine: ScriptedEngine) -> GenerationService:
     )
 
 
-def encoder() -> EncoderService:
-    hashing = HashEncoder()
-
-    async def encode(texts: Sequence[str]) -> np.ndarray:
-        return hashing.encode(texts)
-
-    return EncoderService(
-        model="e",
-        encode=encode,
-        count_tokens=hashing.count_tokens,
-        dimensions=hashing.dimensions,
-        max_seq_length=hashing.max_seq_length,
-        max_inputs=10,
-        new_id=lambda: "x",
-    )
-
-
 async def outcome(path: str, body: dict[str, Any]) -> object:
     """What the serving code does with a request body: the 400 for it, or the answer and what reached the engine."""
     try:
@@ -94,7 +76,7 @@ async def outcome(path: str, body: dict[str, Any]) -> object:
     except ValidationError as exc:
         return to_error_info(exc)
     if isinstance(request, EmbeddingRequest):
-        return await encoder().embed(request)
+        return await hash_encoder_service().embed(request)
     assert isinstance(request, ChatCompletionRequest | CompletionRequest)
     engine = ScriptedEngine("Paris is the capital")
     service = generation(engine)

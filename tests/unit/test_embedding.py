@@ -7,23 +7,7 @@ from app.errors import ErrorInfo
 from app.protocol import EmbeddingRequest, EmbeddingResponse, RerankRequest, RerankResponse
 from app.serving.embedding import EncoderService
 from tests.fakes import HashEncoder
-
-
-def service(max_inputs: int = 10) -> EncoderService:
-    encoder = HashEncoder()
-
-    async def encode(texts: Sequence[str]) -> np.ndarray:
-        return encoder.encode(texts)
-
-    return EncoderService(
-        model="e",
-        encode=encode,
-        count_tokens=encoder.count_tokens,
-        dimensions=encoder.dimensions,
-        max_seq_length=encoder.max_seq_length,
-        max_inputs=max_inputs,
-        new_id=lambda: "x",
-    )
+from tests.fakes import hash_encoder_service as service
 
 
 async def test_float_and_base64_agree() -> None:

@@ -186,14 +186,19 @@ def test_request_attributes_follow_the_genai_conventions() -> None:
     assert request_attributes(embedding, "embeddings")["gen_ai.request.encoding_formats"] == ["base64"]
 
 
-def test_response_details_and_stream_text() -> None:
-    response = ChatCompletionResponse(
-        id="chatcmpl-1",
+def paris_reply(response_id: str, prompt_tokens: int) -> ChatCompletionResponse:
+    """A one-token chat answer, "Paris"."""
+    return ChatCompletionResponse(
+        id=response_id,
         created=1,
         model="m",
         choices=[ChatChoice(message=AssistantMessage(content="Paris"), finish_reason="stop")],
-        usage=Usage(prompt_tokens=1, completion_tokens=1, total_tokens=2),
+        usage=Usage(prompt_tokens=prompt_tokens, completion_tokens=1, total_tokens=prompt_tokens + 1),
     )
+
+
+def test_response_details_and_stream_text() -> None:
+    response = paris_reply("chatcmpl-1", prompt_tokens=1)
     assert response_details(response) == ("chatcmpl-1", ("stop",), "Paris")
     chunk = {"choices": [{"index": 0, "delta": {"content": "Par"}, "finish_reason": None}]}
     assert sse_text(f"data: {json.dumps(chunk)}\n\n") == "Par"
@@ -305,13 +310,7 @@ def observe(
     observer.planned(record, plan, headers, "auto")
     observer.routed(record, "v2", "experiment")
     clock.now += 0.5
-    reply = ChatCompletionResponse(
-        id="chatcmpl-9",
-        created=1,
-        model="m",
-        choices=[ChatChoice(message=AssistantMessage(content="Paris"), finish_reason="stop")],
-        usage=Usage(prompt_tokens=12, completion_tokens=1, total_tokens=13),
-    )
+    reply = paris_reply("chatcmpl-9", prompt_tokens=12)
     observer.answered(record, Metered(reply, EngineReport(0.3, 0.35, 0.3, 12, 1)))
     header = observer.finish(record)
     return metrics, lines, record, header
