@@ -162,6 +162,12 @@ class FaultConfig(Strict):
 
     abort_percent: float = Field(default=0.0, ge=0, le=100, description="Share of calls that fail with a 500.")
     delay_ms: float = Field(default=0.0, ge=0, le=600_000, description="Delay added to every call.")
+    event_delay_ms: float = Field(
+        default=0.0, ge=0, le=600_000, description="Delay before each item of a stream after its first event."
+    )
+    mid_stream_abort_percent: float = Field(
+        default=0.0, ge=0, le=100, description="Share of streams that fail (a 500 error event) after their first event."
+    )
 
 
 class CanaryGates(Strict):

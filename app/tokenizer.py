@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 
 class HFTokenizer:
-    """A Hugging Face tokenizer loaded from the model's folder (offline)."""
+    """A Hugging Face tokenizer loaded from the model's folder (offline). Safe to share between threads: a fast
+    tokenizer used by two threads at once can raise "Already borrowed", so calls take turns."""
 
     def __init__(self, path: Path) -> None:
         from transformers import AutoTokenizer
 
         self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=path.is_dir())
+        self._lock = threading.Lock()
 
     @property
     def eos_token_id(self) -> int | None:
@@ -21,11 +24,14 @@ class HFTokenizer:
         return int(value) if value is not None else None
 
     def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text, add_special_tokens=False))
+        with self._lock:
+            return list(self._tok.encode(text, add_special_tokens=False))
 
     def decode(self, ids: Sequence[int]) -> str:
-        return str(self._tok.decode(list(ids), skip_special_tokens=True))
+        with self._lock:
+            return str(self._tok.decode(list(ids), skip_special_tokens=True))
 
     def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        text = self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return list(self._tok.encode(text, add_special_tokens=False))
+        with self._lock:
+            text = self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            return list(self._tok.encode(text, add_special_tokens=False))

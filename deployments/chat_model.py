@@ -78,17 +78,17 @@ class ChatModel:
         return await asyncio.to_thread(self.engine.run_batch, [call for call, _ in queued])
 
     async def create(
-        self, request: ChatCompletionRequest | CompletionRequest, as_chat: bool = False
+        self, request: ChatCompletionRequest | CompletionRequest
     ) -> Metered[ChatCompletionResponse | CompletionResponse | ErrorInfo]:
         """The answer, with the engine's time and tokens (the ingress reports them)."""
         with metering() as meter:
-            result = await self.faults.check() or await self.service.create(request, as_chat)
+            result = await self.faults.check() or await self.service.create(request)
         reply = meter.reply(result)
         annotate_replica_span(reply.report)
         return reply
 
     async def stream(
-        self, request: ChatCompletionRequest | CompletionRequest, as_chat: bool = False
+        self, request: ChatCompletionRequest | CompletionRequest
     ) -> AsyncIterator[Metered[str | ErrorInfo] | str | ErrorInfo | EngineReport]:
         """The first event comes with the engine's report so far; the engine's final report is the last item."""
         meter = start_metering()
@@ -96,10 +96,20 @@ class ChatModel:
         if fault is not None:
             yield meter.reply(fault)
             return
-        first = True
-        async for event in self.service.stream(request, as_chat):
-            yield meter.reply(event) if first else event
-            first = False
+        gaps = self.faults.stream_gaps()
+        started = False
+        async for event in self.service.stream(request):
+            if started:
+                fault = await gaps.next()
+                if fault is not None:
+                    yield fault
+                    return
+            yield event if started else meter.reply(event)
+            started = True
+        fault = await gaps.next()
+        if fault is not None:
+            yield fault
+            return
         report = meter.report()
         annotate_replica_span(report)
         yield report

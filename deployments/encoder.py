@@ -102,12 +102,12 @@ class Encoder:
     async def _score_pairs(self, query: str, documents: Sequence[str]) -> Vectors:
         return np.asarray(await self._many([(query, d) for d in documents]), dtype=np.float32)
 
-    async def embed(self, request: EmbeddingRequest, as_chat: bool = False) -> Metered[EmbeddingResponse | ErrorInfo]:
+    async def embed(self, request: EmbeddingRequest) -> Metered[EmbeddingResponse | ErrorInfo]:
         with metering() as meter:
             result = await self.faults.check() or await self.service.embed(request)
         return _reply(meter, result)
 
-    async def rerank(self, request: RerankRequest, as_chat: bool = False) -> Metered[RerankResponse | ErrorInfo]:
+    async def rerank(self, request: RerankRequest) -> Metered[RerankResponse | ErrorInfo]:
         with metering() as meter:
             result = await self.faults.check() or await self.service.rerank(request)
         return _reply(meter, result)

@@ -7,8 +7,6 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +14,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from ray import serve
-from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from ray.serve.handle import DeploymentHandle
+from starlette.types import Receive, Scope, Send
 
-from app.config import GraphConfig, ModelConfig, Priority, Role
+from app.config import GraphConfig, ModelConfig, Role
 from app.errors import (
     ErrorInfo,
     InvalidRequest,
@@ -27,23 +26,19 @@ from app.errors import (
     PayloadTooLarge,
     to_error_info,
 )
-from app.guards.auth import Caller
 from app.guards.gate import Gate
-from app.guards.stream_charge import StreamCharge
-from app.observability.metering import EngineReport, Metered
 from app.observability.observer import RequestObserver
-from app.observability.record import CLIENT_GONE, RequestRecord
+from app.observability.record import CLIENT_GONE
 from app.observability.request_log import RequestLog
-from app.protocol import ModelCard, ModelList
+from app.protocol import ModelCard, ModelList, ModelRequest
 from app.tokenizer import HFTokenizer
-from app.traffic.plan import Plan, Planner, tokens_needed
-from app.traffic.retry import should_retry
-from app.traffic.rollout import Action, Outcome
+from app.traffic.dispatch import Dispatched, Dispatcher, Refusal, Stream
+from app.traffic.plan import Planner, tokens_needed
+from app.traffic.rollout import Action
 from app.traffic.router import OutcomeLog, VersionRouter
-from deployments.errors import call, first_item, lost_replica, translate
+from deployments.errors import call, translate
 from deployments.metrics import GraphMetrics
-
-Handles = dict[str, dict[str, DeploymentHandle[Any]]]
+from deployments.upstream import Handles, ServeUpstream
 
 logger = logging.getLogger("ray.serve")
 CATCH_ALL = "/{path:path}"
@@ -98,13 +93,6 @@ def error_response(info: ErrorInfo, headers: dict[str, str] | None = None) -> JS
     return JSONResponse(status_code=info.status, content=info.body(), headers=extra)
 
 
-def sse_error(info: ErrorInfo) -> str:
-    return f"data: {json.dumps(info.body())}\n\n"
-
-
-SSE_DONE = "data: [DONE]\n\n"
-
-
 def _error_info(exc: Exception) -> ErrorInfo:
     info = to_error_info(translate(exc))
     if info.status >= 500:
@@ -116,61 +104,27 @@ def _json(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
     return Response(content=model.model_dump_json(), media_type="application/json", headers=headers)
 
 
-def _route_headers(plan: Plan, version: str) -> dict[str, str]:
-    headers = {"x-served-by": f"{plan.model.name}@{version}"}
-    if plan.tier:
-        headers["x-route-tier"] = plan.tier
-    if plan.rules:
-        headers["x-rewrite"] = ",".join(plan.rules)
-    if plan.experiment and plan.pinned:
-        headers["x-experiment"] = plan.experiment
-    return headers
+class GovernedStream(StreamingResponse):
+    """A started stream's response: the request ends when its body does, or when the client leaves before the
+    body began (then the events are never read, and only `end` can finish the request)."""
+
+    def __init__(self, stream: Stream) -> None:
+        super().__init__(stream.events, media_type="text/event-stream", headers=stream.headers)
+        self._end = stream.end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._end()
 
 
-async def _sse(
-    first: str,
-    rest: DeploymentResponseGenerator[Any],
-    observer: RequestObserver,
-    record: RequestRecord,
-    charge: StreamCharge,
-) -> AsyncIterator[str]:
-    """The replica's events, then `[DONE]`; a failure mid-stream becomes an error event before `[DONE]`.
-    A client that goes away cancels this generator, and the `finally` cancels the replica's generation.
-    The replica's last item is its engine report, which finishes the request's record and settles its tokens."""
-    done = False
-    content = observer.keeps_content
-    try:
-        if content:
-            observer.streamed(record, first)
-        yield first
-        async for event in rest:
-            if isinstance(event, EngineReport):
-                record.report = event
-                charge.final(event)
-                continue
-            if isinstance(event, ErrorInfo):
-                record.fail(event)
-                yield sse_error(event)
-                break
-            if content:
-                observer.streamed(record, event)
-            charge.event()
-            yield event
-    except (asyncio.CancelledError, GeneratorExit):
-        record.status = CLIENT_GONE
-        raise
-    except Exception as exc:
-        info = to_error_info(translate(exc))
-        record.fail(info)
-        yield sse_error(info)
-    else:
-        done = True
-    finally:
-        if not done:
-            rest.cancel()  # type: ignore[no-untyped-call]
-        charge.close()
-        observer.finish(record)
-    yield SSE_DONE
+def _response(result: Dispatched) -> Response:
+    if isinstance(result, Stream):
+        return GovernedStream(result)
+    if isinstance(result, Refusal):
+        return error_response(result.info, result.headers)
+    return Response(content=result.content, media_type="application/json", headers=result.headers)
 
 
 # Everything the routes call is defined above the class: @serve.ingress freezes the FastAPI app (a cloudpickle
@@ -182,15 +136,13 @@ async def _sse(
 class Ingress:
     def __init__(self, config: GraphConfig, handles: Handles, controller: DeploymentHandle[Any] | None) -> None:
         self._config = config
-        self._handles = {
-            model: {v: h.options(_by_reference=not config.ingress.grpc_handles) for v, h in versions.items()}
-            for model, versions in handles.items()
-        }
+        self._upstream = ServeUpstream(handles, grpc=config.ingress.grpc_handles)
         self._controller = controller
         self._created = int(time.time())
         rng = random.Random()
         self._routers = {m.name: VersionRouter(m, time.monotonic, rng) for m in config.models}
-        self._tokenizers: dict[str, HFTokenizer] = {}
+        # every tokenizer the tiers count with, loaded before the replica reports ready (not by the first requests)
+        self._tokenizers = {name: self._load_tokenizer(name) for name in {t.model for t in config.routing.tiers}}
         self._planner = Planner(config, self._count_tokens, lambda name: self._routers[name].can_serve())
         self._outcomes = OutcomeLog()
         self._syncer: asyncio.Task[None] | None = None
@@ -201,6 +153,9 @@ class Ingress:
         )
         self._gauges: asyncio.Task[None] | None = None
         self._gate = Gate(config)
+        self._dispatcher = Dispatcher(
+            config, self._routers, self._gate, self._observer, self._metrics, self._outcomes, self._upstream
+        )
 
     # ---- endpoints ----------------------------------------------------------------------------------------
 
@@ -217,7 +172,11 @@ class Ingress:
         return JSONResponse(status_code=200 if all(states) else 503, content=body)
 
     @api.get("/v1/models")
-    async def models(self) -> Response:
+    async def models(self, request: Request) -> Response:
+        try:
+            self._gate.caller(request.headers)
+        except OpenAIError as exc:
+            return error_response(exc.info())
         cards = [ModelCard(id=m.name, created=self._created, owned_by="inference-graph") for m in self._config.models]
         return _json(ModelList(data=cards))
 
@@ -273,7 +232,7 @@ class Ingress:
         """Paths that exist only before a rewrite rule (e.g. a legacy prefix); unmatched ones get a 404."""
         return await self._serve(request)
 
-    # ---- the pipeline and the one hop ---------------------------------------------------------------------
+    # ---- the pipeline; the dispatcher makes the one hop --------------------------------------------------------
 
     async def _serve(self, request: Request) -> Response:
         self._ensure_syncing()
@@ -281,126 +240,25 @@ class Ingress:
         record = self._observer.begin(path, request.headers)
         try:
             caller = self._gate.caller(request.headers)
-            priority = self._gate.priority(request.headers)
             data = await self._read_json(request)
             plan = await asyncio.to_thread(self._planner.plan, path, request.headers, data)
+            priority = self._gate.priority(plan.headers)  # as the rewrite rules left the headers
             asked = data.get("model") if isinstance(data, dict) else None
             self._observer.planned(record, plan, request.headers, asked)
-            with self._observer.active(record), self._admitted(plan, priority):
-                if plan.stream:
-                    response = await self._stream(plan, record, caller)
-                else:
-                    response = await self._unary(plan, record, caller)
+            with self._observer.active(record):
+                response = _response(await self._dispatcher.dispatch(plan, record, caller, priority))
+        except asyncio.CancelledError:  # the client left before the answer
+            record.status = CLIENT_GONE
+            self._observer.finish(record)
+            raise
         except Exception as exc:
             info = _error_info(exc)
             record.fail(info)
             response = error_response(info)
-        if isinstance(response, StreamingResponse):
-            return response  # finished when the stream ends
+        if isinstance(response, GovernedStream):
+            return response  # the request ends with the stream
         response.headers.update(self._observer.finish(record))
         return response
-
-    @contextmanager
-    def _admitted(self, plan: Plan, priority: Priority) -> Iterator[None]:
-        """Admission by priority class; a shed request is counted, and the queue depth is exported."""
-        model, admission = plan.model.name, self._gate.admission
-        try:
-            admission.enter(model, priority, plan.model.queue)
-        except OpenAIError as exc:
-            self._metrics.shed(model, plan.endpoint.path, priority.value, exc.status)
-            raise
-        try:
-            self._metrics.queue_depth(model, priority.value, admission.depth(model, priority))
-            yield
-        finally:
-            admission.leave(model, priority)
-            self._metrics.queue_depth(model, priority.value, admission.depth(model, priority))
-
-    async def _unary(self, plan: Plan, record: RequestRecord, caller: Caller | None) -> Response:
-        router, tried = self._routers[plan.model.name], list[str]()
-        cache = self._gate.cache
-        for attempt in range(1, plan.model.retry.attempts + 1):
-            version, why = router.choose(plan.user, plan.pinned, tried)
-            self._observer.routed(record, version, why)
-            key = self._gate.key(plan.model.name, version, plan.endpoint.path, plan.body, plan.as_chat)
-            if cache is not None and key is not None:
-                hit = await cache.get(key)
-                self._metrics.cache_lookup(plan.model.name, version, plan.endpoint.path, hit is not None)
-                if hit is not None:
-                    headers = {**_route_headers(plan, version), "x-cache": "hit"}
-                    return Response(content=hit, media_type="application/json", headers=headers)
-            handle = self._handles[plan.model.name][version]
-            method = getattr(handle, plan.endpoint.method)
-            started = time.monotonic()
-            answer: Metered[Any] | ErrorInfo
-            incident = None
-            try:
-                answer = await call(method.remote(plan.body, plan.as_chat), plan.model.retry.per_try_timeout_s)
-            except Exception as exc:
-                answer, incident = to_error_info(translate(exc)), lost_replica(exc)
-                logger.warning("%s@%s failed: %s", plan.model.name, version, answer.message)
-            self._observer.answered(record, answer)
-            result = answer.value if isinstance(answer, Metered) else answer
-            failed = isinstance(result, ErrorInfo) and result.status >= 500
-            self._record(plan.model, version, not failed, started, incident)
-            headers = _route_headers(plan, version)
-            if not isinstance(result, ErrorInfo):
-                content = result.model_dump_json().encode()
-                usage = getattr(result, "usage", None)
-                self._gate.charge(caller, getattr(usage, "total_tokens", 0) or 0)
-                if cache is not None and key is not None:
-                    headers["x-cache"] = "miss"
-                    await cache.set(key, content)
-                return Response(content=content, media_type="application/json", headers=headers)
-            if not failed or not should_retry(plan.model.retry, attempt, result):
-                return error_response(result, headers)
-            tried.append(version)
-        raise AssertionError("unreachable: the last attempt returns")
-
-    async def _stream(self, plan: Plan, record: RequestRecord, caller: Caller | None) -> Response:
-        """Retried only before the first byte; after it, a failure is an SSE error event."""
-        router, tried = self._routers[plan.model.name], list[str]()
-        for attempt in range(1, plan.model.retry.attempts + 1):
-            version, why = router.choose(plan.user, plan.pinned, tried)
-            self._observer.routed(record, version, why)
-            handle = self._handles[plan.model.name][version]
-            started = time.monotonic()
-            stream: DeploymentResponseGenerator[Any] = handle.options(stream=True).stream.remote(  # type: ignore[assignment]
-                plan.body, plan.as_chat
-            )
-            answer: Metered[Any] | ErrorInfo
-            incident = None
-            try:
-                answer = await first_item(stream, plan.model.retry.per_try_timeout_s)
-            except Exception as exc:
-                stream.cancel()  # type: ignore[no-untyped-call]
-                answer, incident = to_error_info(translate(exc)), lost_replica(exc)
-            first = answer.value if isinstance(answer, Metered) else answer
-            headers = _route_headers(plan, version)
-            if isinstance(first, ErrorInfo):
-                self._observer.answered(record, answer)
-                failed = first.status >= 500
-                self._record(plan.model, version, not failed, started, incident)
-                if not failed or not should_retry(plan.model.retry, attempt, first):
-                    stream.cancel()  # type: ignore[no-untyped-call]
-                    return error_response(first, headers)
-                tried.append(version)
-                continue
-            assert isinstance(answer, Metered)
-            self._observer.first_event(record, answer.report)
-            self._record(plan.model, version, True, started)
-            headers.update(self._observer.overhead_headers(record))
-            charge = StreamCharge(lambda tokens: self._gate.charge(caller, tokens), answer.report)
-            events = _sse(first, stream, self._observer, record, charge)
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
-        raise AssertionError("unreachable: the last attempt returns")
-
-    def _record(self, model: ModelConfig, version: str, ok: bool, started: float, incident: str | None = None) -> None:
-        router = self._routers[model.name]
-        router.record(version, ok, incident)
-        self._metrics.upstream(model.name, version, ok, router.breaker_states())
-        if model.rollout is not None:
-            self._outcomes.add(Outcome(model.name, version, ok, (time.monotonic() - started) * 1000))
 
     # ---- rollout sync -------------------------------------------------------------------------------------
 
@@ -450,18 +308,18 @@ class Ingress:
             raise InvalidRequest("The request body holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text.")
         return data
 
-    def _count_tokens(self, name: str, body: Any, as_chat: bool) -> int:
-        """Exact tokens under the model's own tokenizer; loaded on first use (runs in a worker thread)."""
-        if name not in self._tokenizers:
-            model = self._config.model(name)
-            if model is None or model.role is not Role.CHAT:
-                raise ValueError(f"no chat model {name!r}")
-            path = model.serving_version.weights.local_path(self._config.resolved_weights_dir())
-            self._tokenizers[name] = HFTokenizer(Path(path))
-        return tokens_needed(self._tokenizers[name], body, as_chat)
+    def _load_tokenizer(self, name: str) -> HFTokenizer:
+        model = self._config.model(name)
+        if model is None or model.role is not Role.CHAT:
+            raise ValueError(f"routing.tiers names {name!r}, which is not a chat model")
+        return HFTokenizer(Path(model.serving_version.weights.local_path(self._config.resolved_weights_dir())))
+
+    def _count_tokens(self, name: str, body: ModelRequest) -> int:
+        """Exact tokens under a tier model's own tokenizer (runs in a worker thread)."""
+        return tokens_needed(self._tokenizers[name], body)
 
     async def _probe(self, model: ModelConfig) -> bool:
-        handle = self._handles[model.name][model.stable_version]
+        handle = self._upstream.handle(model.name, model.stable_version)
         try:
             return bool(await asyncio.wait_for(handle.ready.remote(), self._config.ingress.ready_probe_timeout_s))
         except Exception:

@@ -128,11 +128,8 @@ class TransformersChatEngine:
         text = self._decode(generated)
         cut = _first_stop(text, call.sampling.stop)
         if cut is not None:
-            # the fewest tokens whose text reaches the stop sequence
             stops = call.sampling.stop
-            n = next(
-                k for k in range(len(generated) + 1) if _first_stop(self._decode(generated[:k]), stops) is not None
-            )
+            n = fewest_tokens(len(generated), lambda k: _first_stop(self._decode(generated[:k]), stops) is not None)
             return GenerationResult(text=text[:cut], num_tokens=n, finish_reason="stop")
         return GenerationResult(text=text, num_tokens=len(generated), finish_reason=reason)
 
@@ -156,6 +153,19 @@ class Penalties:
         generated = input_ids[:, self._start :]
         counts = scores.new_zeros(scores.shape).scatter_add_(1, generated, scores.new_ones(generated.shape))
         return scores - self._frequency.to(scores.dtype) * counts - self._presence.to(scores.dtype) * (counts > 0)
+
+
+def fewest_tokens(total: int, reaches: Callable[[int], bool]) -> int:
+    """The smallest k in [0, total] whose k-token prefix `reaches` the stop sequence, given that `total` does: a
+    binary search (a longer prefix holds a shorter one's text), so a stop costs O(log n) decodes, not O(n)."""
+    low, high = 0, total
+    while low < high:
+        mid = (low + high) // 2
+        if reaches(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
 
 
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:

@@ -7,7 +7,8 @@ from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from app.engines.base import EngineStats, GenerationDelta, SamplingSettings
+from app.engines.base import EngineStats, FinishReason, GenerationDelta, SamplingSettings
+from app.errors import ServiceUnavailable
 
 
 def cpu_environment(kv_cache_space_gb: int) -> dict[str, str]:
@@ -18,6 +19,17 @@ def cpu_environment(kv_cache_space_gb: int) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
+
+
+def finish_reason(finished: bool, reason: str | None) -> FinishReason | None:
+    """OpenAI's finish reason for a vLLM output. vLLM also finishes a request it aborted (`abort`) or could not
+    serve (`error`); that answer is cut short, so it is a failure (503, retried where nothing was sent yet), never
+    a `stop`."""
+    if not finished:
+        return None
+    if reason in ("stop", "length"):
+        return reason  # type: ignore[return-value]
+    raise ServiceUnavailable(f"The engine ended the request early (finish reason {reason!r}); retry shortly.")
 
 
 class VllmChatEngine:
@@ -73,11 +85,10 @@ class VllmChatEngine:
         try:
             async for out in self._engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params, request_id):
                 completion = out.outputs[0]
-                reason = completion.finish_reason if out.finished else None
                 yield GenerationDelta(
                     text=completion.text,
                     num_tokens=len(completion.token_ids),
-                    finish_reason="length" if reason == "length" else ("stop" if out.finished else None),
+                    finish_reason=finish_reason(out.finished, completion.finish_reason),
                 )
             finished = True
         finally:

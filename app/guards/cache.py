@@ -31,13 +31,13 @@ _NOT_IN_KEY = {
 }
 
 
-def cache_key(model: str, version: str, endpoint: str, body: ModelRequest, as_chat: bool) -> str | None:
+def cache_key(model: str, version: str, endpoint: str, body: ModelRequest) -> str | None:
     """The key of a cacheable request, or None: generation is cached only when it is deterministic (temperature 0
     or a fixed seed) and not streamed; embeddings and rerank always are."""
     if isinstance(body, (ChatCompletionRequest, CompletionRequest)) and not _deterministic(body):
         return None
     payload = body.model_dump(mode="json", exclude=_NOT_IN_KEY, exclude_none=True)
-    blob = json.dumps([model, version, endpoint, as_chat, payload], sort_keys=True, separators=(",", ":"))
+    blob = json.dumps([model, version, endpoint, payload], sort_keys=True, separators=(",", ":"))
     return "ig:resp:" + hashlib.sha256(blob.encode()).hexdigest()
 
 

@@ -53,5 +53,5 @@ class Gate:
                 f"Unknown priority '{value}'; use one of {[p.value for p in Priority]}.", param=self._priority_header
             ) from None
 
-    def key(self, model: str, version: str, endpoint: str, body: ModelRequest, as_chat: bool) -> str | None:
-        return cache_key(model, version, endpoint, body, as_chat) if self.cache is not None else None
+    def key(self, model: str, version: str, endpoint: str, body: ModelRequest) -> str | None:
+        return cache_key(model, version, endpoint, body) if self.cache is not None else None

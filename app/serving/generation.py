@@ -64,18 +64,14 @@ class GenerationService:
         self._clock = clock
         self._new_id = new_id
 
-    async def prepare(self, request: GenerationRequest, as_chat: bool = False) -> Prepared:
+    async def prepare(self, request: GenerationRequest) -> Prepared:
         """Tokenize and check the request against the model's limits; raises an OpenAIError."""
         if isinstance(request, ChatCompletionRequest):
             messages = [{"role": _template_role(m.role), "content": m.text()} for m in request.messages]
             prompt_ids = await asyncio.to_thread(self._tokenizer.render_chat, messages)
             prefix, where, param = "chatcmpl-", "messages", "messages"
         else:
-            if as_chat:  # a rewrite rule serves this completion through the chat template, as one user message
-                turn = [{"role": "user", "content": request.prompt_text()}]
-                prompt_ids = await asyncio.to_thread(self._tokenizer.render_chat, turn)
-            else:
-                prompt_ids = await asyncio.to_thread(self._tokenizer.encode, request.prompt_text())
+            prompt_ids = await asyncio.to_thread(self._tokenizer.encode, request.prompt_text())
             prefix, where, param = "cmpl-", "prompt", "prompt"
         if not prompt_ids:
             raise InvalidRequest("The prompt is empty.", param=param)
@@ -113,11 +109,9 @@ class GenerationService:
         )
         return Prepared(prefix + self._new_id(), int(self._clock()), list(prompt_ids), sampling)
 
-    async def create(
-        self, request: GenerationRequest, as_chat: bool = False
-    ) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
+    async def create(self, request: GenerationRequest) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
         try:
-            prepared = await self.prepare(request, as_chat)
+            prepared = await self.prepare(request)
         except OpenAIError as exc:
             return exc.info()
         text: list[str] = []
@@ -148,19 +142,16 @@ class GenerationService:
             usage=usage,
         )
 
-    async def stream(self, request: GenerationRequest, as_chat: bool = False) -> AsyncIterator[str | ErrorInfo]:
-        """SSE events without the final `[DONE]` (the ingress adds it). An ErrorInfo first means nothing started;
-        an ErrorInfo later is an error event inside the stream."""
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | ErrorInfo]:
+        """SSE events without the final `[DONE]` (the ingress adds it). The first event carries the engine's first
+        token (with the chat role, or the echoed prompt), so an ErrorInfo first means nothing was generated and the
+        request may be retried elsewhere; an ErrorInfo later is an error event inside the stream."""
         try:
-            prepared = await self.prepare(request, as_chat)
+            prepared = await self.prepare(request)
         except OpenAIError as exc:
             yield exc.info()
             return
         chunk = _ChunkShaper(request, prepared, self.model)
-        if isinstance(request, ChatCompletionRequest):
-            yield sse(chunk.chat(ChatDelta(role="assistant", content="")))
-        elif request.echo:
-            yield sse(chunk.delta(GenerationDelta(request.prompt_text(), 0)))
         tokens = 0
         try:
             # aclosing: a consumer that stops early (client gone) closes the engine's generator now, which aborts
@@ -189,22 +180,25 @@ async def _nothing() -> AsyncGenerator[GenerationDelta, None]:
 
 
 class _ChunkShaper:
-    """Builds the stream's JSON chunks in the shape the client asked for."""
+    """Builds the stream's JSON chunks in the shape the client asked for. The first chunk opens the answer: a chat
+    stream's carries the assistant role, an echoing completion's the prompt."""
 
     def __init__(self, request: GenerationRequest, prepared: Prepared, model: str) -> None:
         self._is_chat = isinstance(request, ChatCompletionRequest)
         self._id, self._created, self._model = prepared.request_id, prepared.created, model
-
-    def chat(self, delta: ChatDelta, finish_reason: str | None = None) -> str:
-        choice = ChatChunkChoice.model_validate({"delta": delta, "finish_reason": finish_reason})
-        return ChatCompletionChunk(
-            id=self._id, created=self._created, model=self._model, choices=[choice]
-        ).model_dump_json()
+        self._opening = request.prompt_text() if isinstance(request, CompletionRequest) and request.echo else ""
+        self._first = True
 
     def delta(self, delta: GenerationDelta) -> str:
+        first, self._first = self._first, False
         if self._is_chat:
-            return self.chat(ChatDelta(content=delta.text or None), delta.finish_reason)
-        choice = CompletionChoice(text=delta.text, finish_reason=delta.finish_reason)
+            opened = ChatDelta(role="assistant", content=delta.text) if first else ChatDelta(content=delta.text or None)
+            chat = ChatChunkChoice.model_validate({"delta": opened, "finish_reason": delta.finish_reason})
+            return ChatCompletionChunk(
+                id=self._id, created=self._created, model=self._model, choices=[chat]
+            ).model_dump_json()
+        text = self._opening + delta.text if first else delta.text
+        choice = CompletionChoice(text=text, finish_reason=delta.finish_reason)
         return CompletionResponse(
             id=self._id, created=self._created, model=self._model, choices=[choice]
         ).model_dump_json()

@@ -50,6 +50,12 @@ class CircuitBreaker:
         else:
             self._failures = 0
 
+    def release(self) -> None:
+        """A request that `allow` let through ended with no verdict (its client left, or the cache answered): a
+        half-open probe's place is free again."""
+        if self.state is BreakerState.HALF_OPEN:
+            self._probe_in_flight = False
+
     def record_failure(self) -> None:
         if self.state is BreakerState.HALF_OPEN:
             self._open()  # a failed probe opens it again for a full recovery time

@@ -12,6 +12,7 @@ from app.endpoints import Endpoint
 from app.engines.base import Tokenizer
 from app.errors import InvalidRequest, ModelNotFound, ModelNotSupported, NotFound
 from app.protocol import ChatCompletionRequest, CompletionRequest, ModelRequest
+from app.serving.completion_as_chat import AS_SERVED, AnswerShape, CompletionFromChat, as_chat
 from app.traffic.rewrite import apply_rules
 from app.traffic.tiers import choose_tier
 
@@ -19,24 +20,23 @@ from app.traffic.tiers import choose_tier
 @dataclass(frozen=True)
 class Plan:
     endpoint: Endpoint  # what serves it
-    body: ModelRequest  # in the shape the client sent
+    body: ModelRequest  # what the replica serves
     model: ModelConfig
-    as_chat: bool = False  # a completion served through the chat template (a rewrite rule asked for it)
+    shape: AnswerShape = AS_SERVED  # how its answer reaches the client
     tier: str | None = None
     pinned: str | None = None  # version pinned by an experiment
     experiment: str | None = None
     user: str | None = None
     rules: list[str] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)  # the request's headers after the rewrite rules
 
     @property
     def stream(self) -> bool:
         return bool(getattr(self.body, "stream", False))
 
 
-CountTokens = Callable[[str, ModelRequest, bool], int]
-"""Tokens a request needs on a model (prompt with the model's own template, plus max_tokens); the flag says the
-request is a completion served through the chat template."""
+CountTokens = Callable[[str, ModelRequest], int]
+"""Tokens a request needs on a model: its prompt under the model's own template, plus max_tokens."""
 
 
 class Planner:
@@ -55,15 +55,18 @@ class Planner:
         asked = Endpoint.for_path(path) or served
         if served is None or asked is None:
             raise NotFound(f"No route for POST {view.path}.")
-        as_chat = asked is Endpoint.COMPLETION and served is Endpoint.CHAT
-        if asked is not served and not as_chat:
+        completion_as_chat = asked is Endpoint.COMPLETION and served is Endpoint.CHAT
+        if asked is not served and not completion_as_chat:
             raise InvalidRequest(f"A rewrite rule sends {asked.path} to {served.path}, which cannot serve it.")
         body = asked.schema.model_validate(data)
+        shape: AnswerShape = AS_SERVED
+        if isinstance(body, CompletionRequest) and completion_as_chat:
+            shape, body = CompletionFromChat(body), as_chat(body)
         tier = None
         if body.model == routing.auto_model and served.generates:
             chosen, _ = choose_tier(
                 routing.tiers,
-                lambda name: self._count(name, body, as_chat),
+                lambda name: self._count(name, body),
                 lambda name: self._model(name, served).serving_version.max_model_len,
                 self._can_serve,
             )
@@ -80,7 +83,7 @@ class Planner:
                 )
             pinned = pin.version if pin.model == model.name else None
         user = getattr(body, "user", None) or view.headers.get(routing.sticky_header)
-        return Plan(served, body, model, as_chat, tier, pinned, experiment, user, view.applied, view.headers)
+        return Plan(served, body, model, shape, tier, pinned, experiment, user, view.applied, view.headers)
 
     def _model(self, name: str, endpoint: Endpoint) -> ModelConfig:
         model = self._config.model(name)
@@ -95,10 +98,8 @@ class Planner:
         return model
 
 
-def tokens_needed(tokenizer: Tokenizer, body: ModelRequest, as_chat: bool) -> int:
+def tokens_needed(tokenizer: Tokenizer, body: ModelRequest) -> int:
     """Prompt tokens under the model's own tokenizer (chat template applied) plus the requested max_tokens."""
-    if isinstance(body, CompletionRequest) and as_chat:
-        return len(tokenizer.render_chat([{"role": "user", "content": body.prompt_text()}])) + (body.max_tokens or 0)
     if isinstance(body, ChatCompletionRequest):
         messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
         return len(tokenizer.render_chat(messages)) + (body.requested_max_tokens() or 0)

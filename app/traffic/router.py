@@ -48,6 +48,10 @@ class VersionRouter:
             self._incidents.append(incident)
         breaker.record_failure()
 
+    def release(self, version: str) -> None:
+        """A request that `choose` sent to `version` ended with no verdict on it."""
+        self._breakers[version].release()
+
     def can_serve(self) -> bool:
         return any(b.state is not BreakerState.OPEN for b in self._breakers.values())
 

@@ -1,4 +1,5 @@
 import json
+import time
 
 import pytest
 
@@ -100,7 +101,7 @@ async def test_completion_echo_and_zero_max_tokens() -> None:
     assert nothing.choices[0].finish_reason == "length" and engine.seen == []
     streamed = CompletionRequest(model="m", prompt="Say: ", stream=True, max_tokens=1, echo=True)
     events = await collect(service(), streamed)
-    assert [json.loads(str(e)[6:])["choices"][0]["text"] for e in events] == ["Say: ", "Paris"]
+    assert [json.loads(str(e)[6:])["choices"][0]["text"] for e in events] == ["Say: Paris"]
 
 
 def test_transformers_penalties_follow_openais_formula() -> None:
@@ -126,7 +127,7 @@ async def test_chat_stream_chunks_and_usage() -> None:
     events = await collect(service(), chat(stream=True, max_tokens=3, stream_options={"include_usage": True}))
     assert all(isinstance(e, str) and e.startswith("data: ") and e.endswith("\n\n") for e in events)
     chunks = [json.loads(str(e)[6:]) for e in events]
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": "Paris"}  # the first token opens it
     assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks if c["choices"]) == "Paris is the"
     assert chunks[-2]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 3
@@ -148,7 +149,24 @@ async def test_stream_error_before_start_is_first_event() -> None:
 async def test_engine_failure_mid_stream_becomes_error_event() -> None:
     events = await collect(service(ScriptedEngine(fail_after=2)), chat(stream=True))
     assert isinstance(events[-1], ErrorInfo) and events[-1].status == 500
-    assert sum(isinstance(e, str) for e in events) == 3  # role chunk + two words
+    assert sum(isinstance(e, str) for e in events) == 2  # two words, the first with the role
+
+
+async def test_the_first_event_waits_for_the_engines_first_token() -> None:
+    engine = ScriptedEngine(delay_s=0.3)
+    started = time.monotonic()
+    first = await anext(service(engine).stream(chat(stream=True)))
+    assert time.monotonic() - started >= 0.3
+    assert isinstance(first, str) and json.loads(first[6:])["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "Paris",
+    }
+
+
+async def test_an_engine_failure_before_the_first_token_is_the_first_event() -> None:
+    """Nothing has reached the client then, so the ingress may retry the request on another version."""
+    events = await collect(service(ScriptedEngine(fail_after=0)), chat(stream=True))
+    assert len(events) == 1 and isinstance(events[0], ErrorInfo) and events[0].status == 500
 
 
 async def test_closing_the_stream_aborts_the_engine_request() -> None:

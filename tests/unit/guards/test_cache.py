@@ -14,22 +14,21 @@ def chat(**extra: object) -> ChatCompletionRequest:
 
 
 def test_only_deterministic_requests_have_a_key() -> None:
-    assert cache_key("m", "v1", "/v1/chat/completions", chat(), False) is not None
-    assert cache_key("m", "v1", "/v1/chat/completions", chat(temperature=0.7, seed=3), False) is not None
-    assert cache_key("m", "v1", "/v1/chat/completions", chat(temperature=0.7), False) is None
-    assert cache_key("m", "v1", "/v1/chat/completions", chat(stream=True), False) is None
-    assert cache_key("e", "v1", "/v1/embeddings", EmbeddingRequest(model="e", input="x"), False) is not None
+    assert cache_key("m", "v1", "/v1/chat/completions", chat()) is not None
+    assert cache_key("m", "v1", "/v1/chat/completions", chat(temperature=0.7, seed=3)) is not None
+    assert cache_key("m", "v1", "/v1/chat/completions", chat(temperature=0.7)) is None
+    assert cache_key("m", "v1", "/v1/chat/completions", chat(stream=True)) is None
+    assert cache_key("e", "v1", "/v1/embeddings", EmbeddingRequest(model="e", input="x")) is not None
 
 
 def test_key_covers_what_changes_the_answer_and_nothing_else() -> None:
-    base = cache_key("m", "v1", "/v1/chat/completions", chat(), False)
-    assert cache_key("m", "v2", "/v1/chat/completions", chat(), False) != base
-    assert cache_key("m", "v1", "/v1/chat/completions", chat(max_tokens=5), False) != base
-    assert cache_key("m", "v1", "/v1/chat/completions", chat(), True) != base
+    base = cache_key("m", "v1", "/v1/chat/completions", chat())
+    assert cache_key("m", "v2", "/v1/chat/completions", chat()) != base
+    assert cache_key("m", "v1", "/v1/chat/completions", chat(max_tokens=5)) != base
     assert (
-        cache_key("m", "v1", "/v1/chat/completions", chat(messages=[{"role": "user", "content": "hi!"}]), False) != base
+        cache_key("m", "v1", "/v1/chat/completions", chat(messages=[{"role": "user", "content": "hi!"}])) != base
     )
-    assert cache_key("m", "v1", "/v1/chat/completions", chat(user="someone"), False) == base
+    assert cache_key("m", "v1", "/v1/chat/completions", chat(user="someone")) == base
 
 
 class Clock:

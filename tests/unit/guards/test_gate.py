@@ -33,7 +33,6 @@ def test_open_by_default() -> None:
             ChatCompletionRequest.model_validate(
                 {"model": "m", "messages": [{"role": "user", "content": "x"}], "temperature": 0}
             ),
-            False,
         )
         is None
     )

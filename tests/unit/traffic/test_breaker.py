@@ -42,3 +42,13 @@ def test_a_failed_probe_opens_again() -> None:
     assert not b.allow()
     clock.now = 10
     assert b.state is BreakerState.HALF_OPEN
+
+
+def test_release_frees_a_half_open_probe_without_a_verdict() -> None:
+    clock = Clock()
+    breaker = CircuitBreaker(BreakerConfig(failure_threshold=1, recovery_time_s=10, half_open_probes=1), clock)
+    breaker.record_failure()
+    clock.now = 10.0
+    assert breaker.allow() and not breaker.allow()  # one probe at a time
+    breaker.release()
+    assert breaker.state is BreakerState.HALF_OPEN and breaker.allow()

@@ -5,7 +5,8 @@ import pytest
 from app.config import load_config
 from app.endpoints import Endpoint
 from app.errors import InvalidRequest, ModelNotFound, ModelNotSupported, NotFound
-from app.protocol import CompletionRequest
+from app.protocol import ChatCompletionRequest, CompletionRequest
+from app.serving.completion_as_chat import AS_SERVED, CompletionFromChat
 from app.traffic.plan import Planner
 
 ROOT = str(Path(__file__).resolve().parents[3])
@@ -42,10 +43,10 @@ CONFIG = load_config(
 )
 
 
-def planner(counted: list[tuple[str, bool]] | None = None, up: bool = True) -> Planner:
-    def count(model: str, body: object, as_chat: bool) -> int:
+def planner(counted: list[tuple[str, str]] | None = None, up: bool = True) -> Planner:
+    def count(model: str, body: object) -> int:
         if counted is not None:
-            counted.append((model, as_chat))
+            counted.append((model, type(body).__name__))
         messages = getattr(body, "messages", None)
         return len(messages[0].text()) if messages else len(str(getattr(body, "prompt", "")))
 
@@ -77,12 +78,17 @@ def test_sticky_header_and_experiment() -> None:
 
 
 def test_rules_rewrite_endpoint_and_model() -> None:
-    counted: list[tuple[str, bool]] = []
-    plan = planner(counted).plan("/v1/completions", {"x-t": "c"}, {"model": "gpt", "prompt": "p"})
-    assert plan.endpoint is Endpoint.CHAT and plan.as_chat and isinstance(plan.body, CompletionRequest)
+    counted: list[tuple[str, str]] = []
+    plan = planner(counted).plan("/v1/completions", {"x-t": "c"}, {"model": "gpt", "prompt": "p", "max_tokens": 3})
+    # served as a chat request, answered in the completion's shape
+    assert plan.endpoint is Endpoint.CHAT and isinstance(plan.body, ChatCompletionRequest)
+    assert [(m.role, m.content) for m in plan.body.messages] == [("user", "p")] and plan.body.max_tokens == 3
+    assert isinstance(plan.shape, CompletionFromChat)
     assert plan.model.name == "small" and plan.rules == ["as-chat", "alias"]
+    plain = planner().plan("/v1/completions", {}, {"model": "small", "prompt": "p"})
+    assert isinstance(plain.body, CompletionRequest) and plain.shape is AS_SERVED
     auto = planner(counted).plan("/v1/completions", {"x-t": "c"}, {"model": "auto", "prompt": "p"})
-    assert auto.tier == "s" and counted[-1] == ("small", True)
+    assert auto.tier == "s" and counted[-1] == ("small", "ChatCompletionRequest")
 
 
 def test_tiers() -> None:
