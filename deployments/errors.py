@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import grpc
@@ -42,12 +42,5 @@ def lost_replica(exc: BaseException) -> str | None:
 async def call(awaitable: Awaitable[T], timeout_s: float) -> T:
     try:
         return await asyncio.wait_for(awaitable, timeout_s)
-    except Exception as exc:
-        raise translate(exc) from exc
-
-
-async def first_item(stream: AsyncIterator[T], timeout_s: float) -> T:
-    try:
-        return await asyncio.wait_for(anext(stream), timeout_s)
     except Exception as exc:
         raise translate(exc) from exc

@@ -92,6 +92,25 @@ def test_keys_are_required_and_checked(guarded: str) -> None:
     assert chat(guarded).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v1/models"),
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"),
+        ("POST", "/v1/rerank"),
+    ],
+)
+def test_every_v1_path_needs_a_key(guarded: str, method: str, path: str) -> None:
+    for headers in ({}, {"authorization": "Bearer wrong"}):
+        response = httpx.request(method, f"{guarded}{path}", json={"model": "g-chat"}, headers=headers, timeout=30)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["type"] == "invalid_request_error"
+    listed = httpx.get(f"{guarded}/v1/models", headers={"authorization": "Bearer client-key"}, timeout=30)
+    assert listed.status_code == 200 and [m["id"] for m in listed.json()["data"]] == ["g-chat", "g-embed"]
+
+
 def test_admin_endpoints_need_an_admin_key(guarded: str) -> None:
     client = httpx.get(f"{guarded}/admin/rollouts", headers={"authorization": "Bearer client-key"}, timeout=30)
     assert client.status_code == 403 and client.json()["error"]["code"] == "admin_key_required"
