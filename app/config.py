@@ -200,6 +200,29 @@ class RolloutConfig(Strict):
         return self
 
 
+class RouterPolicy(StrEnum):
+    POW2 = "pow2"
+    PREFIX = "prefix"
+
+
+class RequestRouting(Strict):
+    """How a version's requests are spread over its replicas (Serve's routing loop runs the policy)."""
+
+    policy: RouterPolicy = Field(
+        default=RouterPolicy.POW2,
+        description="pow2: the shorter queue of two random replicas (Serve's default); prefix: where the prompt's "
+        "prefix was sent before, unless that replica is over the least loaded by more than max_imbalance.",
+    )
+    block_chars: int = Field(default=128, ge=16, le=65_536, description="prefix: characters per prompt block.")
+    max_imbalance: int = Field(
+        default=4, ge=0, le=100_000, description="prefix: most requests in flight over the least loaded replica."
+    )
+    ttl_s: float = Field(default=600.0, gt=0, description="prefix: how long a replica is taken to hold a prefix.")
+    max_entries: int = Field(
+        default=200_000, ge=1, le=100_000_000, description="prefix: most (block, replica) entries kept per router."
+    )
+
+
 class ModelVersion(Strict):
     """One version of a model: its engine, weights and the replicas that serve it."""
 
@@ -229,12 +252,25 @@ class ModelVersion(Strict):
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment of the replica.")
     warmup: WarmupConfig = Field(default_factory=WarmupConfig, description="Warm-up before the replica is ready.")
     faults: FaultConfig | None = Field(default=None, description="Injected failures and delays (drills, tests).")
+    request_router: RequestRouting = Field(
+        default_factory=RequestRouting, description="How requests are spread over this version's replicas."
+    )
 
     @model_validator(mode="after")
     def _output_within_context(self) -> ModelVersion:
         if self.max_output_tokens is not None and self.max_output_tokens > self.max_model_len:
             raise ValueError(
                 f"max_output_tokens ({self.max_output_tokens}) exceeds max_model_len ({self.max_model_len})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _prefix_routing_needs_a_prompt(self) -> ModelVersion:
+        chat = self.engine in (EngineKind.VLLM, EngineKind.TRANSFORMERS)
+        if self.request_router.policy is RouterPolicy.PREFIX and not chat:
+            raise ValueError(
+                f"request_router.policy 'prefix' needs a chat engine (vllm or transformers); version "
+                f"{self.version!r} uses {self.engine.value!r}"
             )
         return self
 

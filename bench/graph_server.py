@@ -27,6 +27,7 @@ def main(name: str, port: int) -> None:
         include_dashboard=False,
         log_to_driver=False,
         object_store_memory=256 * 1024 * 1024,
+        _metrics_export_port=int(os.environ.get("BENCH_METRICS_PORT", "0")) or None,
     )
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})

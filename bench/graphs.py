@@ -44,6 +44,23 @@ def chat_args() -> dict[str, Any]:
     return {"ingress": args.get("ingress", {}), "limits": args.get("limits", {}), "models": [model]}
 
 
+PREFIX_GRAPHS = {  # bench graph name -> (replicas of the chat version, its request router policy)
+    "prefix-one": (1, "pow2"),
+    "prefix-pow2": (2, "pow2"),
+    "prefix-prefix": (2, "prefix"),
+}
+
+
+def prefix_args(name: str) -> dict[str, Any]:
+    """The default config's stable chat version with the replicas and router of a prefix-routing bench graph."""
+    replicas, policy = PREFIX_GRAPHS[name]
+    args = chat_args()
+    (model,) = args["models"]
+    (version,) = model["versions"]
+    model["versions"] = [{**version, "num_replicas": replicas, "request_router": {"policy": policy}}]
+    return args
+
+
 def embeddings_args() -> dict[str, Any]:
     """The default embedding model twice: its configured batching, and batches of one."""
     args, model = default_args(), _default_model(EMBED_MODEL)
@@ -109,4 +126,6 @@ def build(name: str, ingress_max_ongoing: int | None = None) -> Application:
         return build_app(chat_args())
     if name == "embeddings":
         return build_app(embeddings_args())
+    if name in PREFIX_GRAPHS:
+        return build_app(prefix_args(name))
     raise ValueError(f"unknown bench graph {name!r}")

@@ -18,7 +18,18 @@ import httpx
 from bench.graphs import CHAT_MODEL, ROOT
 
 LOGS = ROOT / ".cache" / "bench"  # git-ignored
-PORTS = {"vllm": 8152, "plain": 8153, "graph": 8154, "graph-throughput": 8155, "chat": 8156, "embeddings": 8157}
+PORTS = {
+    "vllm": 8152,
+    "plain": 8153,
+    "graph": 8154,
+    "graph-throughput": 8155,
+    "chat": 8156,
+    "embeddings": 8157,
+    "prefix-one": 8159,
+    "prefix-pow2": 8160,
+    "prefix-prefix": 8161,
+}
+METRICS_PORT = 8162  # Ray's metrics export port in a bench graph's cluster (one graph runs at a time)
 DIRECT_INGRESS_PORT = 8158  # RAY_SERVE_THROUGHPUT_OPTIMIZED: the ingress replica serves HTTP itself, on this port
 
 
@@ -104,7 +115,10 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 60) -> None:
 
 def graph(name: str, *, throughput_optimized: bool = False, timeout_s: float = 300) -> Server:
     key = "graph-throughput" if throughput_optimized else ("graph" if name == "noop" else name)
-    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if throughput_optimized else "0"}
+    env = {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if throughput_optimized else "0",
+        "BENCH_METRICS_PORT": str(METRICS_PORT),
+    }
     if throughput_optimized:  # Serve picks the replica's port from a range; pin it to ours
         env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(DIRECT_INGRESS_PORT)
         env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(DIRECT_INGRESS_PORT + 1)

@@ -34,7 +34,12 @@ class ChatModel:
     async def __init__(self, model: ModelConfig, version: ModelVersion, weights_dir: str) -> None:  # type: ignore[misc]
         loading = time.perf_counter()
         path = version.weights.local_path(Path(weights_dir))
-        self.engine = build_chat_engine(version, path, submit=self._submit)
+        self.metrics = GraphMetrics()
+        self._labels = (model.name, version.version)
+        self._replica = serve.get_replica_context().replica_id.unique_id
+        self.engine = build_chat_engine(
+            version, path, submit=self._submit, prefix_cache=lambda q, h: self.metrics.prefix_cache(*self._labels, q, h)
+        )
         self.service = GenerationService(
             model=model.name,
             tokenizer=HFTokenizer(path),
@@ -43,8 +48,6 @@ class ChatModel:
         )
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self.faults = FaultInjector(version.faults)
-        self.metrics = GraphMetrics()
-        self._labels = (model.name, version.version)
         self.metrics.model_loaded(*self._labels, version.engine.value, time.perf_counter() - loading)
         self._tuner = BatchTuner(self._generate_batch)
         warming = time.perf_counter()
@@ -81,7 +84,7 @@ class ChatModel:
         self, request: ChatCompletionRequest | CompletionRequest
     ) -> Metered[ChatCompletionResponse | CompletionResponse | ErrorInfo]:
         """The answer, with the engine's time and tokens (the ingress reports them)."""
-        with metering() as meter:
+        with metering(replica=self._replica) as meter:
             result = await self.faults.check() or await self.service.create(request)
         reply = meter.reply(result)
         annotate_replica_span(reply.report)
@@ -91,7 +94,7 @@ class ChatModel:
         self, request: ChatCompletionRequest | CompletionRequest
     ) -> AsyncIterator[Metered[str | ErrorInfo] | str | ErrorInfo | EngineReport]:
         """The first event comes with the engine's report so far; the engine's final report is the last item."""
-        meter = start_metering()
+        meter = start_metering(replica=self._replica)
         fault = await self.faults.check()
         if fault is not None:
             yield meter.reply(fault)

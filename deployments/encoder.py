@@ -62,6 +62,7 @@ class Encoder:
             )
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self.faults = FaultInjector(version.faults)
+        self._replica = serve.get_replica_context().replica_id.unique_id
         self.metrics = GraphMetrics()
         self._labels = (model.name, version.version)
         self.metrics.model_loaded(*self._labels, version.engine.value, time.perf_counter() - loading)
@@ -103,12 +104,12 @@ class Encoder:
         return np.asarray(await self._many([(query, d) for d in documents]), dtype=np.float32)
 
     async def embed(self, request: EmbeddingRequest) -> Metered[EmbeddingResponse | ErrorInfo]:
-        with metering() as meter:
+        with metering(replica=self._replica) as meter:
             result = await self.faults.check() or await self.service.embed(request)
         return _reply(meter, result)
 
     async def rerank(self, request: RerankRequest) -> Metered[RerankResponse | ErrorInfo]:
-        with metering() as meter:
+        with metering(replica=self._replica) as meter:
             result = await self.faults.check() or await self.service.rerank(request)
         return _reply(meter, result)
 

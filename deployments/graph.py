@@ -18,6 +18,7 @@ from app.config import (
     ModelConfig,
     ModelVersion,
     Role,
+    RouterPolicy,
     deployment_name,
     load_config,
 )
@@ -28,6 +29,7 @@ from deployments.ingress import Ingress
 from deployments.rollout_controller import RolloutController
 
 logger = logging.getLogger("ray.serve")
+PREFIX_ROUTER = "deployments.prefix_router.PrefixCacheRouter"
 
 
 def build_app(args: dict[str, Any]) -> Application:
@@ -83,6 +85,12 @@ def _deployment(model: ModelConfig, version: ModelVersion) -> Deployment:
         "max_queued_requests": version.max_queued_requests,
         "user_config": {"batching": version.batching.model_dump()},
     }
+    routing = version.request_router
+    if routing.policy is RouterPolicy.PREFIX:
+        options["request_router_config"] = {
+            "request_router_class": PREFIX_ROUTER,
+            "request_router_kwargs": routing.model_dump(exclude={"policy"}),
+        }
     if version.autoscaling is not None:
         options["autoscaling_config"] = version.autoscaling.model_dump()
     else:

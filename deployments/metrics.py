@@ -57,6 +57,9 @@ class GraphMetrics:
         self._queue_depth: Gauge = m[c.QUEUE_DEPTH.name]
         self._cache: Counter = m[c.CACHE_LOOKUPS.name]
         self._shed: Counter = m[c.SHED.name]
+        self._prefix_routes: Counter = m[c.PREFIX_ROUTES.name]
+        self._prefix_queries: Counter = m[c.PREFIX_CACHE_QUERIES.name]
+        self._prefix_hits: Counter = m[c.PREFIX_CACHE_HITS.name]
         self._lock = threading.Lock()
         self._counts: dict[Key, tuple[Counter, dict[str, str], float]] = {}  # not yet handed to Ray
         self._gauges: dict[Key, tuple[Gauge, dict[str, str], float]] = {}  # last values
@@ -127,7 +130,17 @@ class GraphMetrics:
     def model_loaded(self, model: str, version: str, engine: str, seconds: float) -> None:
         self._set(self._load, seconds, model=model, version=version, engine=engine)
 
-    # ---- ready for the guards (admission, cache, shedding) and warm-up; nothing calls these yet ----------------
+    def prefix_cache(self, model: str, version: str, queried_tokens: int, hit_tokens: int) -> None:
+        """The engine's prefix-cache lookups since its last report (Ray adds the replica label)."""
+        self._inc(self._prefix_queries, queried_tokens, model=model, version=version)
+        self._inc(self._prefix_hits, hit_tokens, model=model, version=version)
+
+    # ---- routers ------------------------------------------------------------------------------------------------
+
+    def prefix_route(self, target: str, reason: str) -> None:
+        self._inc(self._prefix_routes, 1, target=target, reason=reason)
+
+    # ---- the guards (admission, cache, shedding) and warm-up --------------------------------------------------
 
     def model_warmed(self, model: str, version: str, seconds: float) -> None:
         self._set(self._warmup, seconds, model=model, version=version)

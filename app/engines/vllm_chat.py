@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +32,28 @@ def finish_reason(finished: bool, reason: str | None) -> FinishReason | None:
     raise ServiceUnavailable(f"The engine ended the request early (finish reason {reason!r}); retry shortly.")
 
 
+def prefix_cache_logger(report: Callable[[int, int], None]) -> Any:
+    """A vLLM stat logger that hands each update's prefix-cache lookups (tokens queried, tokens hit) to `report`.
+    With it, vLLM collects its statistics but keeps its default loggers off (`disable_log_stats`)."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class PrefixCacheLogger(StatLoggerBase):
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(
+            self, scheduler_stats: Any, iteration_stats: Any, mm_cache_stats: Any = None, engine_idx: int = 0
+        ) -> None:
+            stats = getattr(scheduler_stats, "prefix_cache_stats", None)
+            if stats is not None and stats.queries:
+                report(int(stats.queries), int(stats.hits))
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return PrefixCacheLogger
+
+
 class VllmChatEngine:
     def __init__(
         self,
@@ -43,6 +65,7 @@ class VllmChatEngine:
         gpu_memory_utilization: float,
         tensor_parallel_size: int = 1,
         seed: int = 0,
+        prefix_cache: Callable[[int, int], None] | None = None,
     ) -> None:
         from vllm import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -60,7 +83,8 @@ class VllmChatEngine:
             disable_log_stats=True,
             seed=seed,
         )
-        self._engine: Any = AsyncLLM.from_engine_args(args)
+        loggers = [prefix_cache_logger(prefix_cache)] if prefix_cache is not None else None
+        self._engine: Any = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
         self.stats = EngineStats()
 
     async def generate(

@@ -175,24 +175,51 @@ MODEL_WARMUP = MetricSpec(
     Kind.GAUGE,
     "How long a replica's warm-up requests took after loading.",
     ("model", "version"),
+    producer=f"{CHAT}, {ENCODER}",
 )
 QUEUE_DEPTH = MetricSpec(
     "inference_graph_queue_depth",
     Kind.GAUGE,
     "Requests admitted and in flight at an ingress replica, per model and priority class.",
     ("model", "priority"),
+    producer=INGRESS,
 )
 CACHE_LOOKUPS = MetricSpec(
     "inference_graph_cache_lookups",
     Kind.COUNTER,
     "Response cache lookups; result hit or miss.",
     ("model", "version", "route", "result"),
+    producer=INGRESS,
 )
 SHED = MetricSpec(
     "inference_graph_shed_requests",
     Kind.COUNTER,
     "Requests refused by admission control before reaching a model, per priority class.",
     ("model", "route", "priority", "status"),
+    producer=INGRESS,
+)
+PREFIX_ROUTES = MetricSpec(
+    "inference_graph_prefix_routes",
+    Kind.COUNTER,
+    "Requests placed by the prefix-cache router, by reason: prefix (a replica holds the prompt's prefix), "
+    "least-loaded (none does), overloaded (the one that does is over the load bound), by-load (the prompt cannot be "
+    "read), error (the policy failed; routed by load); target is the version's deployment.",
+    ("target", "reason"),
+    producer=INGRESS,
+)
+PREFIX_CACHE_QUERIES = MetricSpec(
+    "inference_graph_prefix_cache_queried_tokens",
+    Kind.COUNTER,
+    "Prompt tokens the engine looked up in its prefix cache (vLLM's own statistics), per replica.",
+    ("model", "version"),
+    producer=CHAT,
+)
+PREFIX_CACHE_HITS = MetricSpec(
+    "inference_graph_prefix_cache_hit_tokens",
+    Kind.COUNTER,
+    "Prompt tokens the engine found in its prefix cache (vLLM's own statistics), per replica.",
+    ("model", "version"),
+    producer=CHAT,
 )
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -216,6 +243,9 @@ METRICS: tuple[MetricSpec, ...] = (
     QUEUE_DEPTH,
     CACHE_LOOKUPS,
     SHED,
+    PREFIX_ROUTES,
+    PREFIX_CACHE_QUERIES,
+    PREFIX_CACHE_HITS,
 )
 
 BREAKER_VALUES = {"closed": 0.0, "half-open": 1.0, "open": 2.0}

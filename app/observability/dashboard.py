@@ -207,6 +207,31 @@ ROWS: tuple[tuple[str, tuple[Panel, ...]], ...] = (
             ),
         ),
     ),
+    (
+        "Prefix cache",
+        (
+            Panel(
+                "Prefix-cache hit rate per replica (vLLM's own statistics)",
+                (
+                    (
+                        f"sum by (model, version, replica) ({_rate('prefix_cache_hit_tokens_total')}) / "
+                        f"sum by (model, version, replica) ({_rate('prefix_cache_queried_tokens_total')})",
+                        "{{model}}@{{version}} {{replica}}",
+                    ),
+                ),
+                "percentunit",
+                description="Share of prompt tokens the engine found in its prefix cache.",
+            ),
+            Panel(
+                "Prefix-cache router decisions",
+                ((f"sum by (target, reason) ({_rate('prefix_routes_total', '')})", "{{target}} {{reason}}"),),
+                "reqps",
+                description="prefix: sent where its prefix is cached; least-loaded: no replica holds it; overloaded: "
+                "the one that does is over the load bound; by-load: the prompt cannot be read; error: the policy "
+                "failed.",
+            ),
+        ),
+    ),
 )
 
 

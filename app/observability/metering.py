@@ -29,6 +29,7 @@ class EngineReport:
     first_token_s: float | None  # replica time to the engine's first token; None when it produced none
     prompt_tokens: int
     completion_tokens: int
+    replica: str = ""  # the replica that served it (its Serve replica id)
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,9 @@ class Metered(Generic[T]):
 
 
 class Meter:
-    def __init__(self, clock: Clock = time.perf_counter) -> None:
+    def __init__(self, clock: Clock = time.perf_counter, replica: str = "") -> None:
         self._clock = clock
+        self._replica = replica
         self.started = clock()
         self.engine_s = 0.0
         self.first_token_at: float | None = None
@@ -57,7 +59,9 @@ class Meter:
     def report(self) -> EngineReport:
         first = None if self.first_token_at is None else self.first_token_at - self.started
         elapsed = self._clock() - self.started
-        return EngineReport(self.engine_s, elapsed, first, self.prompt_tokens, self.completion_tokens)
+        return EngineReport(
+            self.engine_s, elapsed, first, self.prompt_tokens, self.completion_tokens, self._replica
+        )
 
     def reply(self, value: T) -> Metered[T]:
         return Metered(value, self.report())
@@ -67,9 +71,9 @@ _meter: ContextVar[Meter | None] = ContextVar("inference_graph_meter", default=N
 
 
 @contextmanager
-def metering(clock: Clock = time.perf_counter) -> Iterator[Meter]:
+def metering(clock: Clock = time.perf_counter, replica: str = "") -> Iterator[Meter]:
     """A meter for the request this task serves (a coroutine method; see `start_metering` for generators)."""
-    meter = Meter(clock)
+    meter = Meter(clock, replica)
     token = _meter.set(meter)
     try:
         yield meter
@@ -77,9 +81,9 @@ def metering(clock: Clock = time.perf_counter) -> Iterator[Meter]:
         _meter.reset(token)
 
 
-def start_metering(clock: Clock = time.perf_counter) -> Meter:
+def start_metering(clock: Clock = time.perf_counter, replica: str = "") -> Meter:
     """A meter for a streaming method: set, not reset (an async generator may be resumed from another context)."""
-    meter = Meter(clock)
+    meter = Meter(clock, replica)
     _meter.set(meter)
     return meter
 

@@ -40,6 +40,7 @@ def log_entry(record: RequestRecord, with_content: bool, wall_time: float | None
         "ttft_ms": _ms(record.ttft_s),
         "engine_ms": _ms(record.engine_s) if record.report else None,
         "overhead_ms": _ms(record.overhead_s(record.latency_s)) if record.latency_s is not None else None,
+        "replica": record.report.replica or None if record.report else None,
     }
     if with_content:
         entry["prompt"] = record.prompt

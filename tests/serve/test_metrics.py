@@ -286,8 +286,9 @@ def test_batches_and_model_loads(traffic: dict[str, httpx.Response], tiny_paths:
     eventually(check)
 
 
-class PendingProducers:
-    """Calls the metric methods that nothing in the graph calls yet (warm-up, admission, cache, shedding)."""
+class ProbeProducers:
+    """Calls the metric methods whose producers this module's traffic does not reach: warm-up, admission, the cache,
+    shedding, the prefix router and vLLM's prefix-cache statistics (the tiny graph has neither)."""
 
     def __init__(self) -> None:
         from deployments.metrics import GraphMetrics
@@ -301,13 +302,15 @@ class PendingProducers:
         self.metrics.cache_lookup("probe-model", "v9", "/v1/embeddings", hit=True)
         self.metrics.cache_lookup("probe-model", "v9", "/v1/embeddings", hit=False)
         self.metrics.shed("probe-model", "/v1/chat/completions", "batch", 429)
+        self.metrics.prefix_cache("probe-model", "v9", queried_tokens=100, hit_tokens=64)
+        self.metrics.prefix_route("chat-probe-model-v9", "prefix")
 
 
 @pytest.fixture(scope="module")
-def pending_recorded(ray_cluster: str) -> Iterator[None]:
+def probes_recorded(ray_cluster: str) -> Iterator[None]:
     from ray import serve
 
-    probe = serve.deployment(PendingProducers, ray_actor_options={"num_cpus": 0.01})
+    probe = serve.deployment(ProbeProducers, ray_actor_options={"num_cpus": 0.01})
     handle = serve.run(probe.bind(), name="metrics-probe", route_prefix=None)
     handle.record.remote().result(timeout_s=60)
     try:
@@ -316,7 +319,7 @@ def pending_recorded(ray_cluster: str) -> Iterator[None]:
         serve.delete("metrics-probe")
 
 
-def test_metrics_without_a_producer_yet_export_with_their_labels(pending_recorded: None) -> None:
+def test_probed_metrics_export_with_their_labels(probes_recorded: None) -> None:
     def check() -> None:
         m = scrape()
         where = {"model": "probe-model"}
@@ -343,12 +346,32 @@ def test_metrics_without_a_producer_yet_export_with_their_labels(pending_recorde
             **where,
         )
         assert shed == {("batch", "429"): 1}
+        queried = by(
+            m["ray_inference_graph_prefix_cache_queried_tokens"],
+            "ray_inference_graph_prefix_cache_queried_tokens_total",
+            ("version",),
+            **where,
+        )
+        hits = by(
+            m["ray_inference_graph_prefix_cache_hit_tokens"],
+            "ray_inference_graph_prefix_cache_hit_tokens_total",
+            ("version",),
+            **where,
+        )
+        assert (queried, hits) == ({("v9",): 100}, {("v9",): 64})
+        routes = by(
+            m["ray_inference_graph_prefix_routes"],
+            "ray_inference_graph_prefix_routes_total",
+            ("reason",),
+            target="chat-probe-model-v9",
+        )
+        assert routes == {("prefix",): 1}
 
     eventually(check)
 
 
 def test_every_catalog_metric_is_on_the_metrics_port_with_its_labels(
-    traffic: dict[str, httpx.Response], pending_recorded: None
+    traffic: dict[str, httpx.Response], probes_recorded: None
 ) -> None:
     def check() -> None:
         m = scrape()
@@ -362,7 +385,7 @@ def test_every_catalog_metric_is_on_the_metrics_port_with_its_labels(
     eventually(check)
 
 
-def test_dashboard_queries_only_metrics_that_exist(traffic: dict[str, httpx.Response], pending_recorded: None) -> None:
+def test_dashboard_queries_only_metrics_that_exist(traffic: dict[str, httpx.Response], probes_recorded: None) -> None:
     board = json.loads((ROOT / "observability" / "grafana" / "inference-graph.json").read_text())
     queried = dashboard.queried_metrics(board)
 

@@ -151,3 +151,29 @@ def test_gpu_profile_validates() -> None:
     assert {m.role for m in config.models} == {Role.CHAT, Role.EMBEDDING, Role.RERANK}
     assert config.guards.auth.enabled and config.guards.cache.enabled
     assert all(v.warmup.texts for v in chat[0].versions)
+
+
+def test_request_router_is_validated_per_version() -> None:
+    prefix = {"policy": "prefix", "block_chars": 64}
+    config = load_config({"models": [chat_model(num_replicas=2, request_router=prefix)]})
+    routing = config.models[0].versions[0].request_router
+    assert (routing.policy.value, routing.block_chars, routing.max_imbalance) == ("prefix", 64, 4)
+    assert load_config({"models": [chat_model()]}).models[0].versions[0].request_router.policy.value == "pow2"
+    with pytest.raises(ConfigError, match=r"request_router\.policy"):
+        load_config({"models": [chat_model(request_router={"policy": "round-robin"})]})
+    with pytest.raises(ConfigError, match="block_chars"):
+        load_config({"models": [chat_model(request_router={"policy": "prefix", "block_chars": 4})]})
+    encoder = {
+        "name": "e",
+        "role": "embedding",
+        "versions": [
+            {
+                "version": "v1",
+                "engine": "sentence-transformers",
+                "weights": {"path": str(ROOT)},
+                "request_router": {"policy": "prefix"},
+            }
+        ],
+    }
+    with pytest.raises(ConfigError, match="'prefix' needs a chat engine"):
+        load_config({"models": [encoder]})
