@@ -9,6 +9,7 @@ set within two export intervals, so a gauge set once (a load time, a closed brea
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from ray.serve.metrics import Counter, Gauge, Histogram
 from app.observability import catalog as c
 from app.observability.record import RequestRecord
 
+logger = logging.getLogger("ray.serve")
 Metric = Counter | Gauge | Histogram
 FLUSH_S = 1.0  # counters handed to Ray this often
 GAUGE_REFRESH_S = 4.0  # under Ray's export interval (metrics_report_interval_ms, 10 s by default)
@@ -157,6 +159,8 @@ class GraphMetrics:
     # ---- plumbing -----------------------------------------------------------------------------------------------
 
     def _inc(self, counter: Counter, value: float, **tags: str) -> None:
+        if value <= 0:  # Ray's Counter.inc refuses 0, and a refusal in the flush thread would end it
+            return
         key = (id(counter), tuple(tags.values()))
         with self._lock:
             pending = self._counts.get(key)
@@ -197,7 +201,10 @@ class GraphMetrics:
         refreshed = time.monotonic()
         while True:
             time.sleep(FLUSH_S)
-            self.flush()
-            if time.monotonic() - refreshed >= GAUGE_REFRESH_S:
-                refreshed = time.monotonic()
-                self._refresh_gauges()
+            try:
+                self.flush()
+                if time.monotonic() - refreshed >= GAUGE_REFRESH_S:
+                    refreshed = time.monotonic()
+                    self._refresh_gauges()
+            except Exception:  # one bad value must not end the metrics of the whole process
+                logger.exception("handing metrics to Ray failed")
