@@ -128,7 +128,8 @@ def route_headers(plan: Plan, version: str) -> dict[str, str]:
 
 
 class Deadline:
-    """`limits.request_timeout_s` from the request's arrival, for every try and every event."""
+    """`limits.request_timeout_s` from the dispatch (the body read and the request planned), for every try and every
+    event of its stream."""
 
     def __init__(self, timeout_s: float, clock: Callable[[], float]) -> None:
         self.timeout_s = timeout_s
@@ -195,25 +196,14 @@ class Dispatcher:
                     router.release(version)
                     return Reply(plan.shape.reply(hit), {**headers, "x-cache": "hit"})
             started = self._clock()
-            failure: Failure | None = None
             try:
-                answer = await self._within(deadline, per_try, self._upstream.call(plan, version))
-            except TimeoutError:
-                failure = Failure(self._timed_out(deadline, plan.model))
-            except Exception as exc:
-                failure = self._upstream.failure(exc)
+                answer = await self._attempt(deadline, per_try, plan.model, self._upstream.call(plan, version))
             except BaseException:  # the client went away
                 router.release(version)
                 raise
-            if failure is not None:
-                logger.warning("%s@%s failed: %s", plan.model.name, version, failure.info.message)
-                self._observer.answered(record, failure.info)
-                result: Any = failure.info
-            else:
-                self._observer.answered(record, answer)
-                result = answer.value
+            result, incident = self._answered(plan, version, record, answer)
             failed = isinstance(result, ErrorInfo) and result.status >= 500
-            self._record(plan.model, version, started, not failed, failure.incident if failure else None)
+            self._record(plan.model, version, started, not failed, incident)
             if not isinstance(result, ErrorInfo):
                 content = result.model_dump_json().encode()
                 self._gate.charge(caller, getattr(getattr(result, "usage", None), "total_tokens", 0) or 0)
@@ -233,33 +223,29 @@ class Dispatcher:
     ) -> Dispatched:
         """Retried only before the first event; from it on, a failure is an error event inside the stream."""
         router, tried = self._routers[plan.model.name], list[str]()
+        per_try = plan.model.retry.per_try_timeout_s
         for attempt in itertools.count(1):
             version, why = router.choose(plan.user, plan.pinned, tried)
             self._observer.routed(record, version, why)
             headers = route_headers(plan, version)
             started = self._clock()
             upstream = self._upstream.stream(plan, version)
-            failure: Failure | None = None
             try:
-                first: Metered[Any] = await self._within(deadline, plan.model.retry.per_try_timeout_s, anext(upstream))
-            except TimeoutError:
-                failure = Failure(self._timed_out(deadline, plan.model))
-            except Exception as exc:
-                failure = self._upstream.failure(exc)
-            except BaseException:
+                first = await self._attempt(deadline, per_try, plan.model, anext(upstream))
+            except BaseException:  # the client went away, or the stream ended before its first event
                 upstream.cancel()
                 router.release(version)
                 raise
-            opened = failure.info if failure is not None else first.value
-            if isinstance(opened, ErrorInfo):
+            if isinstance(first, Failure) or isinstance(first.value, ErrorInfo):
                 upstream.cancel()
-                self._observer.answered(record, opened if failure is not None else first)
-                failed = opened.status >= 500
-                self._record(plan.model, version, started, not failed, failure.incident if failure else None)
-                if not failed or not self._retries(plan, attempt, opened, deadline):
-                    return Refusal(opened, headers)
+                refused, incident = self._answered(plan, version, record, first)
+                failed = refused.status >= 500
+                self._record(plan.model, version, started, not failed, incident)
+                if not failed or not self._retries(plan, attempt, refused, deadline):
+                    return Refusal(refused, headers)
                 tried.append(version)
                 continue
+            opened: str = first.value
             self._observer.first_event(record, first.report)
             headers.update(self._observer.overhead_headers(record))
             charge = StreamCharge(lambda tokens: self._gate.charge(caller, tokens), first.report)
@@ -295,17 +281,13 @@ class Dispatcher:
             failure: Failure | None = None
             while failure is None:
                 try:
-                    item = await self._within(deadline, math.inf, anext(upstream))
+                    item = await self._attempt(deadline, math.inf, plan.model, anext(upstream))
                 except StopAsyncIteration:
                     life.completed()
                     break
-                except TimeoutError:
-                    failure = Failure(self._timed_out(deadline, plan.model))
-                    continue
-                except Exception as exc:
-                    failure = self._upstream.failure(exc)
-                    continue
-                if isinstance(item, EngineReport):
+                if isinstance(item, Failure):
+                    failure = item
+                elif isinstance(item, EngineReport):
                     record.report = item
                     life.charge.final(item)
                 elif isinstance(item, ErrorInfo):
@@ -324,10 +306,32 @@ class Dispatcher:
 
     # ---- shared -----------------------------------------------------------------------------------------------
 
-    async def _within(self, deadline: Deadline, limit_s: float, awaitable: Awaitable[T]) -> T:
-        """Awaits under the smaller of the try's limit and the request's deadline (TimeoutError past it)."""
-        async with asyncio.timeout(min(limit_s, deadline.remaining())):
-            return await awaitable
+    async def _attempt(
+        self, deadline: Deadline, limit_s: float, model: ModelConfig, awaitable: Awaitable[T]
+    ) -> T | Failure:
+        """The awaited value, or the failure it ended in: a timeout past the smaller of `limit_s` and the request's
+        deadline, or a failure of the hop. The end of a stream (StopAsyncIteration) passes through."""
+        try:
+            async with asyncio.timeout(min(limit_s, deadline.remaining())):
+                return await awaitable
+        except StopAsyncIteration:
+            raise
+        except TimeoutError:
+            return Failure(self._timed_out(deadline, model))
+        except Exception as exc:
+            return self._upstream.failure(exc)
+
+    def _answered(
+        self, plan: Plan, version: str, record: RequestRecord, answer: Metered[Any] | Failure
+    ) -> tuple[Any, str | None]:
+        """Notes a try's answer on the record; returns its value (an ErrorInfo when it failed) and the failure's
+        incident."""
+        if isinstance(answer, Failure):
+            logger.warning("%s@%s failed: %s", plan.model.name, version, answer.info.message)
+            self._observer.answered(record, answer.info)
+            return answer.info, answer.incident
+        self._observer.answered(record, answer)
+        return answer.value, None
 
     def _timed_out(self, deadline: Deadline, model: ModelConfig) -> ErrorInfo:
         if deadline.expired():
