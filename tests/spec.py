@@ -24,7 +24,8 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path("/work/shared/openai-openapi/openapi.yaml")
+# shared/ lies beside the checkout, as CI lays it out
+SPEC_PATH = Path(__file__).resolve().parents[2] / "shared" / "openai-openapi" / "openapi.yaml"
 SPEC_URI = "urn:openai:openapi"
 
 _COMBINATORS = {"$ref", "allOf", "anyOf", "oneOf", "not", "if"}

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -145,6 +146,23 @@ def graph(ray_cluster: str, tiny_paths: tuple[Path, Path]) -> Iterator[str]:
         yield ray_cluster
     finally:
         serve.delete(APP_NAME)
+
+
+@contextmanager
+def app_beside(graph: str, config: GraphConfig, name: str) -> Iterator[str]:
+    """Another application of the graph on the session's cluster, under the route prefix /<name>, once ready;
+    yields its base URL and deletes it after."""
+    from ray import serve
+
+    from deployments.graph import bind_graph
+
+    serve.run(bind_graph(config), name=name, route_prefix=f"/{name}")
+    base = f"{graph}/{name}"
+    wait_ready(base, timeout_s=120)
+    try:
+        yield base
+    finally:
+        serve.delete(name)
 
 
 def wait_ready(base: str, timeout_s: float) -> None:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.config import load_config
-from tests.serve.conftest import file_keys_auth, tiny_chat_version, tiny_encoder_version
+from tests.serve.conftest import app_beside, file_keys_auth, tiny_chat_version, tiny_encoder_version
 
 pytestmark = pytest.mark.timeout(300)
 APP = "guarded"
@@ -20,10 +20,6 @@ APP = "guarded"
 
 @pytest.fixture(scope="module")
 def guarded(graph: str, tiny_paths: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from ray import serve
-
-    from deployments.graph import bind_graph
-
     secrets = tmp_path_factory.mktemp("secrets")
     (secrets / "keys").write_text("client-key\nlimited-key\n")
     (secrets / "admin").write_text("admin-key\n")
@@ -52,11 +48,8 @@ def guarded(graph: str, tiny_paths: tuple[Path, Path], tmp_path_factory: pytest.
             },
         }
     )
-    serve.run(bind_graph(config), name=APP, route_prefix=f"/{APP}")
-    try:
-        yield f"{graph}/{APP}"
-    finally:
-        serve.delete(APP)
+    with app_beside(graph, config, APP) as base:
+        yield base
 
 
 def chat(

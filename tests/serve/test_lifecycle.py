@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from app.config import load_config
-from tests.serve.conftest import tiny_chat_version, wait_ready
+from tests.serve.conftest import app_beside, tiny_chat_version
 
 pytestmark = pytest.mark.timeout(300)
 APP = "lifecycle"
@@ -26,10 +26,6 @@ TIMEOUT_S = 3.0
 
 @pytest.fixture(scope="module")
 def lifecycle(graph: str, tiny_paths: tuple[Path, Path]) -> Iterator[str]:
-    from ray import serve
-
-    from deployments.graph import bind_graph
-
     chat_path, _ = tiny_paths
 
     def version(label: str = "v1", **faults: float) -> dict[str, object]:
@@ -88,13 +84,8 @@ def lifecycle(graph: str, tiny_paths: tuple[Path, Path]) -> Iterator[str]:
             },
         }
     )
-    serve.run(bind_graph(config), name=APP, route_prefix=f"/{APP}")
-    base = f"{graph}/{APP}"
-    wait_ready(base, timeout_s=120)
-    try:
+    with app_beside(graph, config, APP) as base:
         yield base
-    finally:
-        serve.delete(APP)
 
 
 def body(model: str, stream: bool = False, content: str = "hi", **extra: object) -> dict[str, object]:

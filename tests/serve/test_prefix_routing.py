@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from app.config import load_config
-from tests.serve.conftest import tiny_chat_version, wait_ready
+from tests.serve.conftest import app_beside, tiny_chat_version
 
 pytestmark = pytest.mark.timeout(300)
 APP = "prefix"
@@ -25,22 +25,13 @@ SYSTEMS = [f"You answer questions about topic {n}. " * 6 for n in ("alpha", "bet
 
 @pytest.fixture(scope="module")
 def prefix(graph: str, tiny_paths: tuple[Path, Path]) -> Iterator[str]:
-    from ray import serve
-
-    from deployments.graph import bind_graph
-
     version = tiny_chat_version(
         tiny_paths[0], num_replicas=2, request_router={"policy": "prefix", "block_chars": 32, "max_imbalance": 4}
     )
     model = {"name": "p-chat", "role": "chat", "versions": [version]}
     config = load_config({"ingress": {"num_cpus": 0.05}, "models": [model]})
-    serve.run(bind_graph(config), name=APP, route_prefix=f"/{APP}")
-    base = f"{graph}/{APP}"
-    wait_ready(base, timeout_s=120)
-    try:
+    with app_beside(graph, config, APP) as base:
         yield base
-    finally:
-        serve.delete(APP)
 
 
 def ask(base: str, messages: list[dict[str, str]]) -> str:
