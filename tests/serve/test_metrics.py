@@ -302,6 +302,7 @@ class ProbeProducers:
         self.metrics.cache_lookup("probe-model", "v9", "/v1/embeddings", hit=True)
         self.metrics.cache_lookup("probe-model", "v9", "/v1/embeddings", hit=False)
         self.metrics.shed("probe-model", "/v1/chat/completions", "batch", 429)
+        self.metrics.prefix_cache("probe-model", "v8", queried_tokens=50, hit_tokens=0)  # Ray refuses inc(0)
         self.metrics.prefix_cache("probe-model", "v9", queried_tokens=100, hit_tokens=64)
         self.metrics.prefix_route("chat-probe-model-v9", "prefix")
 
@@ -358,7 +359,7 @@ def test_probed_metrics_export_with_their_labels(probes_recorded: None) -> None:
             ("version",),
             **where,
         )
-        assert (queried, hits) == ({("v9",): 100}, {("v9",): 64})
+        assert (queried, hits) == ({("v8",): 50, ("v9",): 100}, {("v9",): 64})
         routes = by(
             m["ray_inference_graph_prefix_routes"],
             "ray_inference_graph_prefix_routes_total",
