@@ -1,1 +1,1 @@
-"""Benchmarks: a load generator of our own and the four comparisons `make bench` prints (`python -m bench`)."""
+"""Benchmarks: a load generator of our own and the five comparisons `make bench` prints (`python -m bench`)."""

@@ -6,6 +6,7 @@ common. The engines' own prefix-cache statistics give the hit rate."""
 from __future__ import annotations
 
 import random
+import statistics
 import time
 
 import httpx
@@ -16,7 +17,7 @@ from bench.load import Call, Summary
 from bench.report import LOAD_HEADERS, Table, load_cells, ratio
 from bench.runs import Load, summarize
 
-SYSTEMS = 8  # distinct shared prefixes
+SYSTEMS = 16  # distinct shared prefixes, each sent 4 times (64 requests), 16 requests apart
 SYSTEM_WORDS = 450  # about 600 tokens each
 MAX_TOKENS = 16
 LOAD = Load(requests=64, concurrency=8, duration_s=180, warmup=0)
@@ -86,40 +87,58 @@ def _hit_rate(before: tuple[float, float], after: tuple[float, float]) -> float:
     return (after[1] - before[1]) / queried if queried else float("nan")
 
 
+ORDER = ("prefix-one", "prefix-pow2", "prefix-prefix", "prefix-pow2", "prefix-prefix")  # the two sides interleaved
+
+
 def run(scale: float) -> Table:
     loads = {"shared prefix": shared_call, "no shared prefix": unrelated_call}
-    results: dict[tuple[str, str], tuple[Summary, float]] = {}
-    for graph in PREFIX_GRAPHS:
+    results: dict[tuple[str, str], list[tuple[Summary, float]]] = {}
+    for graph in ORDER:
         with servers.graph(graph, timeout_s=600) as base:
             for label, call in loads.items():
                 time.sleep(EXPORT_WAIT_S)
                 before = prefix_tokens()
                 summary = summarize(base, call, f"{graph} {label}", LOAD.scaled(scale))
                 time.sleep(EXPORT_WAIT_S)
-                results[graph, label] = (summary, _hit_rate(before, prefix_tokens()))
+                results.setdefault((graph, label), []).append((summary, _hit_rate(before, prefix_tokens())))
     table = Table(
         "5. Prefix-cache routing: two vLLM replicas (SmolLM2-135M), Serve's default router vs the prefix router",
-        ["load", "replicas, router", *LOAD_HEADERS, "prefix-cache hit rate", "vs pow2"],
+        ["load", "replicas, router, round", *LOAD_HEADERS, "prefix-cache hit rate", "medians of the rounds"],
         notes=[
             f"shared prefix: {SYSTEMS} system prompts of about 600 tokens, each request one of them and a short "
             f"question; no shared prefix: every prompt its own. {LOAD.requests} requests at concurrency "
-            f"{LOAD.concurrency}, streamed, {MAX_TOKENS} output tokens, temperature 0.",
+            f"{LOAD.concurrency}, streamed, {MAX_TOKENS} output tokens, temperature 0, no warm-up: every prefix "
+            "starts cold.",
             "Hit rate: prompt tokens found in vLLM's prefix cache / prompt tokens looked up, from the engines' own "
             "statistics (`inference_graph_prefix_cache_*` on Ray's metrics port), over the measured run only.",
-            "Each graph runs alone, one after the other; two vLLM engines share this host's CPUs.",
+            f"Graphs run alone, one after the other, in the order {', '.join(ORDER)}; two vLLM engines share this "
+            "host's CPUs.",
         ],
     )
     for label in loads:
-        pow2, _ = results["prefix-pow2", label]
         for graph, (replicas, policy) in PREFIX_GRAPHS.items():
-            summary, hits = results[graph, label]
-            verdict = (
-                f"{ratio(summary.tokens_per_s, pow2.tokens_per_s):.2f}x tok/s, TTFT p50 "
-                f"{ratio(summary.ttft_ms[0], pow2.ttft_ms[0]):.2f}x"
-                if graph != "prefix-pow2"
-                else "baseline"
-            )
-            table.add(label, f"{replicas}, {policy}", *load_cells(summary), f"{hits:.2f}", verdict)
-            table.failed |= bool(summary.failed)
+            runs = results[graph, label]
+            for i, (summary, hits) in enumerate(runs, 1):
+                last = i == len(runs)
+                verdict = _verdict(results, graph, label) if last else ""
+                table.add(label, f"{replicas}, {policy}, {i}", *load_cells(summary), f"{hits:.2f}", verdict)
+                table.failed |= bool(summary.failed)
     return table
 
+
+def _verdict(results: dict[tuple[str, str], list[tuple[Summary, float]]], graph: str, label: str) -> str:
+    def medians(name: str) -> tuple[float, float, float]:
+        runs = results[name, label]
+        return (
+            statistics.median(s.tokens_per_s for s, _ in runs),
+            statistics.median(s.ttft_ms[0] for s, _ in runs),
+            statistics.median(h for _, h in runs),
+        )
+
+    tokens, ttft, hits = medians(graph)
+    if graph == "prefix-pow2":
+        return f"baseline: {tokens:.1f} tok/s, TTFT p50 {ttft:.0f} ms, hit rate {hits:.2f}"
+    base_tokens, base_ttft, _ = medians("prefix-pow2")
+    alone = medians("prefix-one")[2]
+    of_one = f", hit rate {ratio(hits, alone):.2f}x one replica's" if alone == alone and alone > 0 else ""
+    return f"{ratio(tokens, base_tokens):.2f}x tok/s, TTFT p50 {ratio(ttft, base_ttft):.2f}x vs pow2{of_one}"
