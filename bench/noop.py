@@ -73,6 +73,7 @@ class NoopChat(ChatModel.func_or_class):  # type: ignore[misc,name-defined]
         self.engine = NoopEngine()
         self.service = noop_service(model.name, MeteredChatEngine(self.engine))
         self.faults = FaultInjector(None)
+        self._replica = serve.get_replica_context().replica_id.unique_id
 
 
 def plain_app(model: str) -> FastAPI:
