@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from app.weights import PackagedWeights, default_weights_dir
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]  # files the config names (chat templates) are relative to it
 
 
 class Role(StrEnum):
@@ -120,6 +121,40 @@ class VllmOptions(Strict):
     kv_cache_space_gb: int = Field(
         default=1, ge=1, le=512, description="KV cache size on CPU hosts (VLLM_CPU_KVCACHE_SPACE)."
     )
+    chat_template: str | None = Field(
+        default=None,
+        description="A Jinja chat template file (relative to the project root) that replaces the model's own, as "
+        "`vllm serve --chat-template`; the tiers count tokens with it too.",
+    )
+    tool_call_parser: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]+$",
+        description="vLLM's tool-call parser for the model's output (`--tool-call-parser`, e.g. hermes).",
+    )
+    enable_auto_tool_choice: bool = Field(
+        default=False, description="Let the model decide to call tools (`tool_choice: auto`); needs tool_call_parser."
+    )
+    tool_strict_level: Literal["auto", "function", "parameter"] = Field(
+        default="parameter",
+        description="vLLM's `--tool-strict-level`. `parameter` constrains every tool call's arguments to the tool's "
+        "parameters schema; vLLM's own default, `auto`, only those of tools marked `strict`.",
+    )
+    reasoning_parser: str | None = Field(
+        default=None, pattern=r"^[a-z0-9_]+$", description="vLLM's reasoning parser (`--reasoning-parser`)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> VllmOptions:
+        if self.enable_auto_tool_choice and self.tool_call_parser is None:
+            raise ValueError("vllm.enable_auto_tool_choice needs vllm.tool_call_parser (e.g. hermes)")
+        if self.chat_template is not None and not (PROJECT_ROOT / self.chat_template).is_file():
+            raise ValueError(
+                f"vllm.chat_template {self.chat_template!r} is not a file under the project root {PROJECT_ROOT}"
+            )
+        return self
+
+    def chat_template_path(self) -> Path | None:
+        return PROJECT_ROOT / self.chat_template if self.chat_template is not None else None
 
 
 class AutoscalingConfig(Strict):
@@ -261,6 +296,14 @@ class ModelVersion(Strict):
         if self.max_output_tokens is not None and self.max_output_tokens > self.max_model_len:
             raise ValueError(
                 f"max_output_tokens ({self.max_output_tokens}) exceeds max_model_len ({self.max_model_len})"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _vllm_options_on_vllm_only(self) -> ModelVersion:
+        if "vllm" in self.model_fields_set and self.engine is not EngineKind.VLLM:
+            raise ValueError(
+                f"version {self.version!r} runs on {self.engine.value!r}: vllm options apply to vllm versions only"
             )
         return self
 

@@ -21,7 +21,8 @@ class Endpoint(Enum):
 
     @classmethod
     def for_path(cls, path: str) -> Endpoint | None:
-        return next((e for e in cls if e.path == path.rstrip("/")), None)
+        wanted = _ALIASES.get(path.rstrip("/"), path.rstrip("/"))
+        return next((e for e in cls if e.path == wanted), None)
 
     @property
     def generates(self) -> bool:
@@ -31,3 +32,7 @@ class Endpoint(Enum):
     def method(self) -> str:
         """The replica method that serves it (a generating endpoint streams through `stream`)."""
         return {Role.CHAT: "create", Role.EMBEDDING: "embed", Role.RERANK: "rerank"}[self.role]
+
+
+# vLLM serves rerank at all three paths; Cohere's v2 client posts to /v2/rerank (the body is the same).
+_ALIASES = {"/v2/rerank": Endpoint.RERANK.path, "/rerank": Endpoint.RERANK.path}

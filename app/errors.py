@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -114,16 +115,44 @@ class UpstreamTimeout(OpenAIError):
     code = "timeout"
 
 
-def validation_error(exc: ValidationError) -> ErrorInfo:
-    """400 naming the first offending field, as OpenAI does (`param` is the field's dotted path)."""
+class InvalidValue(InvalidRequest):
+    code = "invalid_value"
+
+
+def invalid_value(exc: ValidationError, data: Any = None) -> InvalidValue:
+    """400 naming the first offending field, as OpenAI does (`param` is the field's dotted path). Pydantic's
+    location also names the union member it tried (`str`, `list[int]`, a discriminator's tag); with the request
+    `data` the path keeps only the keys and indexes that are in it."""
     first = exc.errors()[0]
-    loc = [str(p) for p in first["loc"] if not str(p).startswith("function-")]
-    param = ".".join(loc) or None
+    param = ".".join(_path(first["loc"], data)) or None
     where = f"'{param}'" if param else "the request body"
     message = f"Invalid value for {where}: {first['msg']}."
     if len(exc.errors()) > 1:
         message += f" ({len(exc.errors()) - 1} more error(s))"
-    return ErrorInfo(status=400, message=message, type="invalid_request_error", param=param, code="invalid_value")
+    return InvalidValue(message, param=param)
+
+
+def _path(loc: tuple[int | str, ...], data: Any) -> list[str]:
+    path, node, known = [], data, data is not None
+    for part in loc:
+        if known:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:
+                continue  # not in the body: a union member's name or tag
+        elif isinstance(part, str) and ("[" in part or "-" in part or part in _TYPE_TAGS or part[:1].isupper()):
+            continue
+        path.append(str(part))
+    return path
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
+def validation_error(exc: ValidationError, data: Any = None) -> ErrorInfo:
+    return invalid_value(exc, data).info()
 
 
 def to_error_info(exc: BaseException) -> ErrorInfo:

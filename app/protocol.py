@@ -1,15 +1,18 @@
-"""OpenAI request and response models: the subset of the API this graph serves.
+"""OpenAI request and response models: the API this graph serves.
 
 Every field of OpenAI's `CreateChatCompletionRequest`, `CreateCompletionRequest` and `CreateEmbeddingRequest` is
 declared here and is either honoured, accepted and ignored (a hint with no effect on the output, listed as such in
 the README's compatibility table), or accepted only at its no-op values (`_only`): anything else is a 400 that names
-the field. Fields outside the spec are unknown, and unknown fields are a 400 too (`extra="forbid"`), so nothing is
-silently half-done. An explicit null for a declared field means the field's default, as the spec's `nullable`
+the field. vLLM's documented extra parameters are declared too (`VllmSampling`, `VllmChatExtras`): vLLM versions
+honour them, and app/serving/capabilities.py keeps requests that use them away from engines that cannot. Any other
+field is unknown, and unknown fields are a 400 (`extra="forbid"`), so nothing is silently half-done (vLLM's own
+server ignores them). An explicit null for a declared field means the field's default, as the spec's `nullable`
 fields do.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
@@ -25,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+
+from app.json_schema import schema_problem
 
 T = TypeVar("T")
 
@@ -81,12 +86,25 @@ class TextPart(Request):
     prompt_cache_breakpoint: PromptCacheBreakpoint | None = None  # accepted, ignored: a caching hint
 
 
+class FunctionCall(Request):
+    name: str
+    arguments: str
+
+
+class ToolCall(Request):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | Annotated[list[TextPart], Field(min_length=1)] | None = Field(default=None, validate_default=True)
-    name: str | None = None  # accepted, ignored: the chat templates have no place for it
+    name: str | None = None  # accepted; the chat templates have no place for it
+    tool_calls: list[ToolCall] | None = None  # an assistant message's calls
+    tool_call_id: str | None = None  # a tool message: the call it answers
+    reasoning: str | None = None  # an assistant message's reasoning (vLLM's reasoning parsers)
     refusal: Annotated[JsonValue, _only("refusal in a message")] = None
-    tool_calls: Annotated[JsonValue, _only("tool_calls", [])] = None
     function_call: Annotated[JsonValue, _only("function_call")] = None
     audio: Annotated[JsonValue, _only("audio")] = None
 
@@ -108,12 +126,99 @@ class ChatMessage(Request):
             raise _invalid(f"a {info.data['role']} message needs content")
         return value
 
+    @model_validator(mode="after")
+    def _tool_fields_fit_the_role(self) -> ChatMessage:
+        if self.tool_calls is not None and self.role != "assistant":
+            raise _invalid(f"tool_calls is only allowed on assistant messages, not on a {self.role} message")
+        if self.role == "tool" and not self.tool_call_id:
+            raise _invalid("a tool message needs tool_call_id, the id of the call it answers")
+        return self
+
     def text(self) -> str:
         if self.content is None:
             return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(part.text for part in self.content)
+
+    def for_template(self) -> dict[str, Any]:
+        """The message as chat templates read it (a developer message is a system message to them)."""
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": self.text()}
+        if self.tool_calls:
+            message["tool_calls"] = [_template_call(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+def _template_call(call: ToolCall) -> dict[str, Any]:
+    """A call as templates read it: its arguments as an object, as vLLM hands them to the template."""
+    try:
+        arguments: Any = json.loads(call.function.arguments)
+    except ValueError:
+        arguments = call.function.arguments
+    return {"id": call.id, "type": call.type, "function": {"name": call.function.name, "arguments": arguments}}
+
+
+def _valid_schema(where: str) -> AfterValidator:
+    """A JSON Schema the engine will compile: a malformed one is a 400 naming the field, not an engine error."""
+
+    def check(value: dict[str, JsonValue] | None) -> dict[str, JsonValue] | None:
+        problem = schema_problem(value) if value is not None else None
+        if problem is not None:
+            raise _invalid(f"{where} is not a valid JSON Schema: {problem}")
+        return value
+
+    return AfterValidator(check)
+
+
+FunctionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+
+
+class FunctionDefinition(Request):
+    name: FunctionName
+    description: str | None = None
+    parameters: Annotated[dict[str, JsonValue] | None, _valid_schema("parameters")] = None
+    strict: bool | None = None
+
+
+class Tool(Request):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(Request):
+    name: str
+
+
+class NamedToolChoice(Request):
+    type: Literal["function"]
+    function: NamedFunction
+
+
+class TextFormat(Request):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(Request):
+    type: Literal["json_object"]
+
+
+class JsonSchemaSpec(Request):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+    name: FunctionName
+    description: str | None = None
+    json_schema: Annotated[dict[str, JsonValue] | None, _valid_schema("schema")] = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(Request):
+    type: Literal["json_schema"]
+    json_schema: JsonSchemaSpec
+
+
+ResponseFormat = Annotated[TextFormat | JsonObjectFormat | JsonSchemaFormat, Field(discriminator="type")]
 
 
 class StreamOptions(Request):
@@ -128,7 +233,39 @@ class ModelRequest(Request):
     model: str
 
 
-class SamplingFields(ModelRequest):
+MAX_CHOICES = 16  # `n`: choices per request (vLLM sets no bound; one request must not take the whole engine)
+MAX_LOGPROBS = 20  # vLLM's default max_logprobs
+
+
+class VllmSampling(BaseModel):
+    """vLLM's documented extra sampling parameters (vLLM's "Extra parameters" for chat and completions): vLLM
+    versions honour them; vLLM checks their values and answers a 400 that names a bad one."""
+
+    use_beam_search: bool = False
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    length_penalty: float = 1.0
+    stop_token_ids: list[int] | None = None
+    include_stop_str_in_output: bool = False
+    ignore_eos: bool = False
+    min_tokens: int = Field(default=0, ge=0)
+    skip_special_tokens: bool = True
+    spaces_between_special_tokens: bool = True
+    truncate_prompt_tokens: int | None = Field(default=None, ge=-1)
+    prompt_logprobs: int | None = Field(default=None, ge=-1)
+    allowed_token_ids: list[int] | None = None
+    bad_words: list[str] | None = None
+    structured_outputs: dict[str, JsonValue] | None = None
+    add_special_tokens: bool | None = None
+    return_tokens_as_token_ids: bool | None = None
+    return_token_ids: bool | None = None
+    cache_salt: str | None = None
+    request_id: str | None = None
+    vllm_xargs: dict[str, JsonValue] | None = None
+
+
+class SamplingFields(VllmSampling, ModelRequest):
     """Fields shared by chat and text completions, with the spec's defaults and ranges."""
 
     max_tokens: int | None = Field(default=None, ge=1)
@@ -137,11 +274,11 @@ class SamplingFields(ModelRequest):
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)
-    n: Annotated[int, Field(ge=1, le=128), _only("n other than 1", 1)] = 1
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     stop: Stop = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    logit_bias: Annotated[dict[str, int] | None, _only("logit_bias", {})] = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100, le=100)]] | None = None
     user: str | None = None  # accepted, ignored: an end-user id for abuse monitoring
 
     @field_validator("stream_options")
@@ -164,14 +301,14 @@ class SamplingFields(ModelRequest):
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: Annotated[bool, _only("logprobs", False)] = False
-    top_logprobs: Annotated[int | None, _only("top_logprobs")] = None
-    response_format: Annotated[JsonValue, _only("response_format other than text", {"type": "text"})] = None
-    tools: Annotated[JsonValue, _only("tools", [])] = None
-    tool_choice: Annotated[JsonValue, _only("tool_choice other than none or auto", "none", "auto")] = None
-    parallel_tool_calls: bool = True  # accepted, ignored: there are no tools to call
-    functions: Annotated[JsonValue, _only("functions")] = None
-    function_call: Annotated[JsonValue, _only("function_call other than none or auto", "none", "auto")] = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
+    response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
+    functions: Annotated[JsonValue, _only("functions (deprecated; use tools)")] = None
+    function_call: Annotated[JsonValue, _only("function_call (deprecated; use tool_choice)", "none", "auto")] = None
     modalities: Annotated[JsonValue, _only("modalities other than text", ["text"])] = None
     audio: Annotated[JsonValue, _only("audio output")] = None
     prediction: Annotated[JsonValue, _only("prediction")] = None
@@ -187,61 +324,121 @@ class ChatCompletionRequest(SamplingFields):
     prompt_cache_key: str | None = None
     prompt_cache_retention: Literal["in_memory", "24h"] | None = None
     prompt_cache_options: PromptCacheOptions | None = None
+    # vLLM's extra parameters for chat
+    echo: bool = False
+    add_generation_prompt: bool = True
+    continue_final_message: bool = False
+    documents: list[dict[str, str]] | None = None
+    chat_template_kwargs: dict[str, JsonValue] | None = None
+    include_reasoning: bool = True
+    thinking_token_budget: int | None = None
+
+    @field_validator("tools")
+    @classmethod
+    def _distinct_names(cls, tools: list[Tool] | None) -> list[Tool] | None:
+        names = [tool.function.name for tool in tools or []]
+        if len(set(names)) != len(names):
+            raise _invalid(f"tools has two functions of the same name: {sorted(names)}")
+        return tools
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _among_tools(cls, choice: Any, info: ValidationInfo) -> Any:
+        names = [tool.function.name for tool in info.data.get("tools") or []]
+        if (choice == "required" or isinstance(choice, NamedToolChoice)) and not names:
+            raise _invalid("tool_choice needs tools: no tools were given")
+        if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+            raise _invalid(
+                f"tool_choice names the function {choice.function.name!r}, which is not among the tools {names}"
+            )
+        return choice
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def template_messages(self) -> list[dict[str, Any]]:
+        return [m.for_template() for m in self.messages]
+
+    def template_tools(self) -> list[dict[str, Any]] | None:
+        """The tools as the chat template renders them (none when the client turned them off)."""
+        if not self.tools or self.tool_choice == "none":
+            return None
+        return [tool.model_dump(exclude_none=True) for tool in self.tools]
+
+
+TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+Prompt = str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
+
 
 class CompletionRequest(SamplingFields):
-    prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
+    prompt: Prompt
     max_tokens: int = Field(default=16, ge=0)
     echo: bool = False
     best_of: Annotated[int, Field(ge=0, le=20), _only("best_of other than 1", 1)] = 1
-    logprobs: Annotated[int | None, _only("logprobs")] = None
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_LOGPROBS)
     suffix: Annotated[str | None, _only("suffix")] = None
+    response_format: ResponseFormat | None = None  # vLLM's extra parameter for completions
 
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _one_text_prompt(cls, value: Any) -> Any:
-        one_text = isinstance(value, list) and len(value) == 1 and isinstance(value[0], str)
-        if not (isinstance(value, str) or one_text):
-            raise _invalid("only one prompt per request is supported, as a string or a list of one string")
-        return value
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: a text, or token ids."""
+        if isinstance(self.prompt, str):
+            return [self.prompt]
+        if all(isinstance(item, int) for item in self.prompt):
+            return [list(self.prompt)]  # type: ignore[arg-type]
+        return list(self.prompt)  # type: ignore[arg-type]
 
     def prompt_text(self) -> str:
-        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+        """The one text prompt (engines that serve only that are kept from other prompts by the capability check)."""
+        first = self.prompts()[0]
+        if not isinstance(first, str):
+            raise ValueError("the prompt is token ids, not text")
+        return first
 
     def requested_max_tokens(self) -> int | None:
         return self.max_tokens
 
 
 class EmbeddingRequest(ModelRequest):
-    input: str | list[str]
+    """`input` is a text, texts, token ids (of the model's own tokenizer, as vLLM takes them), or lists of them."""
+
+    input: str | list[str] | TokenIds | list[TokenIds]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
     user: str | None = None  # accepted, ignored: an end-user id for abuse monitoring
 
     @field_validator("input", mode="before")
     @classmethod
-    def _text_only(cls, value: Any) -> Any:
-        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
-            raise _invalid("token arrays are not supported; send text")
+    def _one_kind(cls, value: Any) -> Any:
+        if (
+            isinstance(value, list)
+            and value
+            and not (
+                all(isinstance(item, str) for item in value)
+                or all(type(item) is int for item in value)
+                or all(isinstance(item, list) and item and all(type(i) is int for i in item) for item in value)
+            )
+        ):
+            raise _invalid("input must be a string, a list of strings, a list of token ids, or a list of such lists")
         if not isinstance(value, str | list):
             raise _invalid("input must be a string or a list of strings")
         return value
 
     @field_validator("input")
     @classmethod
-    def _non_empty(cls, value: str | list[str]) -> str | list[str]:
-        texts = [value] if isinstance(value, str) else value
-        if not texts:
+    def _non_empty(cls, value: Any) -> Any:
+        if value == []:
             raise _invalid("input must not be an empty list")
-        if any(text == "" for text in texts):
+        if value == "" or (isinstance(value, list) and "" in value):
             raise _invalid("input must not contain empty strings")
         return value
 
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+    def inputs(self) -> list[str | list[int]]:
+        """One entry per input: a text, or token ids."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if all(isinstance(item, int) for item in self.input):
+            return [list(self.input)]  # type: ignore[arg-type]
+        return list(self.input)  # type: ignore[arg-type]
 
 
 class RerankRequest(ModelRequest):
@@ -260,6 +457,22 @@ class Usage(Response):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+
+
+class AnswerUsage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int
+    completion_tokens: int = 0
+    total_tokens: int
+
+
+class EngineAnswer(BaseModel):
+    """An engine's own OpenAI answer (vLLM's server's), relayed as the engine gave it: every field it sent stays."""
+
+    model_config = ConfigDict(extra="allow")
+
+    usage: AnswerUsage | None = None
 
 
 class AssistantMessage(Response):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,10 +12,13 @@ class HFTokenizer:
     """A Hugging Face tokenizer loaded from the model's folder (offline). Safe to share between threads: a fast
     tokenizer used by two threads at once can raise "Already borrowed", so calls take turns."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, chat_template: str | None = None) -> None:
+        """`chat_template`: a Jinja template that replaces the model's own (as vLLM's `--chat-template`)."""
         from transformers import AutoTokenizer
 
         self._tok: Any = AutoTokenizer.from_pretrained(str(path), local_files_only=path.is_dir())
+        if chat_template is not None:
+            self._tok.chat_template = chat_template
         self._lock = threading.Lock()
 
     @property
@@ -31,7 +34,14 @@ class HFTokenizer:
         with self._lock:
             return str(self._tok.decode(list(ids), skip_special_tokens=True))
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def render_chat(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[int]:
         with self._lock:
-            text = self._tok.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+            text = self._tok.apply_chat_template(
+                [dict(m) for m in messages],
+                tools=[dict(t) for t in tools] if tools else None,
+                tokenize=False,
+                add_generation_prompt=True,
+            )
             return list(self._tok.encode(text, add_special_tokens=False))

@@ -5,7 +5,8 @@ replicas) and by a plain FastAPI app that calls the same service in-process."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -30,7 +31,9 @@ class WordTokenizer:
     def encode(self, text: str) -> list[int]:
         return [hash(word) & 0xFFFF for word in text.split()]
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
+    def render_chat(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[int]:
         return [1] + [i for m in messages for i in self.encode(f"{m['role']}: {m['content']}")]
 
 

@@ -13,14 +13,18 @@ from ray import serve
 
 from app.config import ModelConfig, ModelVersion
 from app.engines.base import EngineStats
-from app.engines.factory import build_chat_engine
+from app.engines.factory import build_chat_backend
 from app.engines.transformers_chat import GenerationCall, GenerationResult, TransformersChatEngine
 from app.errors import ErrorInfo
-from app.observability.metering import EngineReport, Metered, MeteredChatEngine, metering, start_metering
+from app.observability.metering import EngineReport, Metered, metering, start_metering
 from app.observability.tracing import annotate_replica_span
-from app.protocol import ChatCompletionRequest, ChatCompletionResponse, CompletionRequest, CompletionResponse
-from app.serving.generation import GenerationService, Limits
-from app.tokenizer import HFTokenizer
+from app.protocol import (
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    CompletionRequest,
+    CompletionResponse,
+    EngineAnswer,
+)
 from app.traffic.faults import FaultInjector
 from deployments.batching import BatchTuner
 from deployments.metrics import GraphMetrics
@@ -37,15 +41,14 @@ class ChatModel:
         self.metrics = GraphMetrics()
         self._labels = (model.name, version.version)
         self._replica = serve.get_replica_context().replica_id.unique_id
-        self.engine = build_chat_engine(
-            version, path, submit=self._submit, prefix_cache=lambda q, h: self.metrics.prefix_cache(*self._labels, q, h)
+        backend = await build_chat_backend(
+            model,
+            version,
+            path,
+            submit=self._submit,
+            prefix_cache=lambda q, h: self.metrics.prefix_cache(*self._labels, q, h),
         )
-        self.service = GenerationService(
-            model=model.name,
-            tokenizer=HFTokenizer(path),
-            engine=MeteredChatEngine(self.engine),
-            limits=Limits(max_model_len=version.max_model_len, max_output_tokens=version.output_token_limit),
-        )
+        self.engine, self.service = backend.engine, backend.service
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self.faults = FaultInjector(version.faults)
         self.metrics.model_loaded(*self._labels, version.engine.value, time.perf_counter() - loading)
@@ -82,7 +85,7 @@ class ChatModel:
 
     async def create(
         self, request: ChatCompletionRequest | CompletionRequest
-    ) -> Metered[ChatCompletionResponse | CompletionResponse | ErrorInfo]:
+    ) -> Metered[ChatCompletionResponse | CompletionResponse | EngineAnswer | ErrorInfo]:
         """The answer, with the engine's time and tokens (the ingress reports them)."""
         with metering(replica=self._replica) as meter:
             result = await self.faults.check() or await self.service.create(request)

@@ -56,6 +56,7 @@ class Encoder:
                 model=model.name,
                 encode=self._encode_many,
                 count_tokens=engine.count_tokens,
+                decode=engine.decode,
                 dimensions=engine.dimensions,
                 max_seq_length=engine.max_seq_length,
                 max_inputs=max_inputs,

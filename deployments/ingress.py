@@ -17,7 +17,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.types import Receive, Scope, Send
 
-from app.config import GraphConfig, ModelConfig, Role
+from app.config import EngineKind, GraphConfig, ModelConfig, Role
 from app.errors import (
     ErrorInfo,
     InvalidRequest,
@@ -193,6 +193,8 @@ class Ingress:
         return await self._serve(request)
 
     @api.post("/v1/rerank")
+    @api.post("/v2/rerank")
+    @api.post("/rerank")
     async def rerank(self, request: Request) -> Response:
         return await self._serve(request)
 
@@ -312,7 +314,12 @@ class Ingress:
         model = self._config.model(name)
         if model is None or model.role is not Role.CHAT:
             raise ValueError(f"routing.tiers names {name!r}, which is not a chat model")
-        return HFTokenizer(Path(model.serving_version.weights.local_path(self._config.resolved_weights_dir())))
+        version = model.serving_version
+        template = version.vllm.chat_template_path() if version.engine is EngineKind.VLLM else None
+        return HFTokenizer(
+            Path(version.weights.local_path(self._config.resolved_weights_dir())),
+            chat_template=template.read_text() if template is not None else None,
+        )
 
     def _count_tokens(self, name: str, body: ModelRequest) -> int:
         """Exact tokens under a tier model's own tokenizer (runs in a worker thread)."""

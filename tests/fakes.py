@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+import json
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +19,11 @@ class CharTokenizer:
     def encode(self, text: str) -> list[int]:
         return [ord(c) for c in text]
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+    def render_chat(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[int]:
+        tools_line = f"tools: {json.dumps(list(tools))}\n" if tools else ""
+        text = tools_line + "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
         return self.encode(text)
 
 
@@ -82,6 +87,12 @@ class HashEncoder:
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) + 2 for t in texts]
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids are character codes below 128."""
+        if any(not 0 <= i < 128 for i in ids):
+            raise ValueError("ids outside 0..127")
+        return "".join(chr(i) for i in ids)
+
 
 def hash_encoder_service(max_inputs: int = 10) -> EncoderService:
     """The embeddings and rerank service over a HashEncoder, model "e", with fixed response ids ("x")."""
@@ -94,6 +105,7 @@ def hash_encoder_service(max_inputs: int = 10) -> EncoderService:
         model="e",
         encode=encode,
         count_tokens=encoder.count_tokens,
+        decode=encoder.decode,
         dimensions=encoder.dimensions,
         max_seq_length=encoder.max_seq_length,
         max_inputs=max_inputs,

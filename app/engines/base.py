@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -65,8 +65,10 @@ class ChatEngine(Protocol):
 class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
-    def render_chat(self, messages: Sequence[dict[str, str]]) -> list[int]:
-        """Token ids of the chat prompt, with the model's template and the generation prompt applied."""
+    def render_chat(
+        self, messages: Sequence[Mapping[str, Any]], tools: Sequence[Mapping[str, Any]] | None = None
+    ) -> list[int]:
+        """Token ids of the chat prompt, with the model's template (given the tools) and the generation prompt."""
         ...
 
 

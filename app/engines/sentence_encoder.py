@@ -29,6 +29,14 @@ class SentenceEncoder:
         )
         return np.asarray(vectors, dtype=np.float32)
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """Token ids of this model's tokenizer as text (special tokens dropped), for token-id inputs."""
+        vocab = len(self._model.tokenizer)
+        outside = [i for i in ids if not 0 <= i < vocab]
+        if outside:
+            raise ValueError(f"ids {outside[:5]} are outside the vocabulary of {vocab} tokens")
+        return str(self._model.tokenizer.decode(list(ids), skip_special_tokens=True))
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens per text, special tokens included, before the model's truncation."""
         encoded = self._model.tokenizer(list(texts), add_special_tokens=True, truncation=False)["input_ids"]

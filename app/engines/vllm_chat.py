@@ -1,14 +1,27 @@
-"""Chat on vLLM's AsyncLLM: continuous batching, streaming deltas, abort on cancellation."""
+"""Chat on vLLM through vLLM's own OpenAI layer: the replica builds vLLM's serving objects over its in-process
+`AsyncLLM` (vLLM's `init_app_state`, from the same flags `vllm serve` parses), so a vLLM version serves what
+vLLM's own server serves for the model: tools, structured outputs, logprobs, `n`, vLLM's sampling parameters.
+The engine's `generate` is wrapped to count the replica's requests and to meter each one (time, tokens)."""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import AsyncGenerator, Callable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from app.engines.base import EngineStats, FinishReason, GenerationDelta, SamplingSettings
-from app.errors import ServiceUnavailable
+from app.config import VllmOptions
+from app.engines.base import EngineStats, FinishReason
+from app.errors import ErrorInfo, OpenAIError, ServiceUnavailable, to_error_info
+from app.observability.metering import current_meter
+from app.protocol import ChatCompletionRequest, CompletionRequest, EngineAnswer
+
+GenerationRequest = ChatCompletionRequest | CompletionRequest
+_DONE = "data: [DONE]\n\n"
+_ERROR = 'data: {"error"'
 
 
 def cpu_environment(kv_cache_space_gb: int) -> dict[str, str]:
@@ -21,13 +34,50 @@ def cpu_environment(kv_cache_space_gb: int) -> dict[str, str]:
     }
 
 
+def vllm_argv(
+    path: Path,
+    served_name: str,
+    options: VllmOptions,
+    *,
+    max_model_len: int,
+    gpu_memory_utilization: float,
+    chat_template: Path | None,
+    seed: int = 0,
+) -> list[str]:
+    """The `vllm serve` flags a version's settings mean; vLLM's own parser reads them."""
+    argv = [
+        "--model", str(path),
+        "--served-model-name", served_name,
+        "--max-model-len", str(max_model_len),
+        "--dtype", options.dtype,
+        "--gpu-memory-utilization", str(gpu_memory_utilization),
+        "--tensor-parallel-size", str(options.tensor_parallel_size),
+        "--seed", str(seed),
+        "--disable-log-stats",
+        "--tool-strict-level", options.tool_strict_level,
+    ]  # fmt: skip
+    if options.enforce_eager:
+        argv.append("--enforce-eager")
+    if options.tensor_parallel_size > 1:  # vLLM's workers run as Ray actors in the replica's placement group
+        argv += ["--distributed-executor-backend", "ray"]
+    if chat_template is not None:
+        argv += ["--chat-template", str(chat_template)]
+    if options.tool_call_parser is not None:
+        argv += ["--tool-call-parser", options.tool_call_parser]
+    if options.enable_auto_tool_choice:
+        argv.append("--enable-auto-tool-choice")
+    if options.reasoning_parser is not None:
+        argv += ["--reasoning-parser", options.reasoning_parser]
+    return argv
+
+
 def finish_reason(finished: bool, reason: str | None) -> FinishReason | None:
     """OpenAI's finish reason for a vLLM output. vLLM also finishes a request it aborted (`abort`) or could not
     serve (`error`); that answer is cut short, so it is a failure (503, retried where nothing was sent yet), never
     a `stop`."""
     if not finished:
         return None
-    if reason in ("stop", "length"):
+    if reason in ("stop", "length", "tool_calls"):
         return reason  # type: ignore[return-value]
     raise ServiceUnavailable(f"The engine ended the request early (finish reason {reason!r}); retry shortly.")
 
@@ -54,73 +104,126 @@ def prefix_cache_logger(report: Callable[[int, int], None]) -> Any:
     return PrefixCacheLogger
 
 
-class VllmChatEngine:
-    def __init__(
-        self,
-        path: Path,
-        *,
-        max_model_len: int,
-        dtype: Literal["auto", "bfloat16", "float16", "float32"],
-        enforce_eager: bool,
-        gpu_memory_utilization: float,
-        tensor_parallel_size: int = 1,
-        seed: int = 0,
-        prefix_cache: Callable[[int, int], None] | None = None,
-    ) -> None:
-        from vllm import AsyncEngineArgs
+class VllmChat:
+    """A vLLM version's replica engine and server in one: `create` and `stream` answer as vLLM's OpenAI server
+    does; `stats` counts the engine's requests."""
+
+    def __init__(self, engine: Any, state: Any) -> None:
+        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VllmChatRequest
+        from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VllmCompletionRequest
+
+        self._engine = engine
+        self._chat, self._completion = state.openai_serving_chat, state.openai_serving_completion
+        self._chat_request, self._completion_request = VllmChatRequest, VllmCompletionRequest
+        self.stats = EngineStats()
+        self._generate = engine.generate
+        engine.generate = self._metered_generate  # the OpenAI layer calls the engine through this
+
+    @classmethod
+    async def start(cls, argv: list[str], prefix_cache: Callable[[int, int], None] | None = None) -> VllmChat:
+        from starlette.datastructures import State
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.utils.argparse_utils import FlexibleArgumentParser
         from vllm.v1.engine.async_llm import AsyncLLM
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        args = AsyncEngineArgs(
-            model=str(path),
-            dtype=dtype,
-            enforce_eager=enforce_eager,
-            max_model_len=max_model_len,
-            gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
-            # several GPUs: vLLM's workers run as Ray actors in the replica's placement group
-            distributed_executor_backend="ray" if tensor_parallel_size > 1 else None,
-            disable_log_stats=True,
-            seed=seed,
-        )
+        args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)  # type: ignore[no-untyped-call]
         loggers = [prefix_cache_logger(prefix_cache)] if prefix_cache is not None else None
-        self._engine: Any = AsyncLLM.from_engine_args(args, stat_loggers=loggers)
-        self.stats = EngineStats()
+        engine = AsyncLLM.from_engine_args(AsyncEngineArgs.from_cli_args(args), stat_loggers=loggers)
+        state = State()
+        await init_app_state(engine, state, args, supported_tasks=await engine.get_supported_tasks())
+        return cls(engine, state)
 
-    async def generate(
-        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
-    ) -> AsyncGenerator[GenerationDelta, None]:
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
-        from vllm.sampling_params import RequestOutputKind
+    async def create(self, request: GenerationRequest) -> EngineAnswer | ErrorInfo:
+        try:
+            result = await self._serve(request)
+        except Exception as exc:
+            return self._error(exc)
+        if hasattr(result, "__aiter__"):  # not asked for, so never expected
+            raise TypeError("vLLM answered a unary request with a stream")
+        if _is_error(result):
+            return _error_info(result.error)
+        return EngineAnswer.model_validate(result.model_dump(mode="json"))
 
-        params = SamplingParams(
-            max_tokens=sampling.max_tokens,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p,
-            seed=sampling.seed,
-            stop=list(sampling.stop) or None,
-            presence_penalty=sampling.presence_penalty,
-            frequency_penalty=sampling.frequency_penalty,
-            output_kind=RequestOutputKind.DELTA,
-        )
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[str | ErrorInfo]:
+        """vLLM's SSE events without the final `[DONE]` (the ingress adds it). vLLM opens a chat stream with a
+        role-only chunk per choice; those go out with the first chunk that carries output, so the first event
+        carries the first token and an ErrorInfo first means nothing was generated (the request may be retried)."""
+        try:
+            result = await self._serve(request)
+        except Exception as exc:
+            yield self._error(exc)
+            return
+        if _is_error(result):
+            yield _error_info(result.error)
+            return
+        opening: list[str] = []
+        opened = False
+        async with aclosing(result) as events:
+            async for event in events:
+                if event.startswith(_ERROR):
+                    yield _stream_error(event)
+                    return
+                if event == _DONE:
+                    break
+                if not opened and _only_opens(event):
+                    opening.append(event)
+                    continue
+                if not opened:
+                    event, opened = "".join(opening) + event, True
+                yield event
+        if not opened and opening:
+            yield "".join(opening)
+
+    async def _serve(self, request: GenerationRequest) -> Any:
+        if isinstance(request, ChatCompletionRequest):
+            chat = self._chat_request.model_validate(_fields(request, self._chat_request))
+            return await self._chat.create_chat_completion(chat, None)
+        completion = self._completion_request.model_validate(_fields(request, self._completion_request))
+        return await self._completion.create_completion(completion, None)
+
+    def _error(self, exc: Exception) -> ErrorInfo:
+        from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
+        from vllm.exceptions import GenerationError, VLLMError
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        if isinstance(exc, GenerationError | EngineDeadError):
+            return ServiceUnavailable(f"The engine could not finish the request ({exc}); retry shortly.").info()
+        if isinstance(exc, OpenAIError) or not isinstance(exc, VLLMError | ValueError | TypeError):
+            return to_error_info(exc)
+        return _error_info(create_error_response(exc).error)
+
+    async def _metered_generate(self, prompt: Any, params: Any, request_id: str, *args: Any, **kwargs: Any) -> Any:
+        """The engine's `generate`, counting the request and adding its time and tokens to the request's meter."""
+        meter, outputs = current_meter(), self._generate(prompt, params, request_id, *args, **kwargs)
         self.stats.started += 1
         finished = False
         try:
-            async for out in self._engine.generate(TokensPrompt(prompt_token_ids=list(prompt_ids)), params, request_id):
-                completion = out.outputs[0]
-                yield GenerationDelta(
-                    text=completion.text,
-                    num_tokens=len(completion.token_ids),
-                    finish_reason=finish_reason(out.finished, completion.finish_reason),
-                )
-            finished = True
+            while True:
+                started = time.perf_counter()
+                try:
+                    out = await anext(outputs)
+                except StopAsyncIteration:
+                    finished = True
+                    return
+                finally:
+                    if meter is not None:
+                        meter.engine_time(time.perf_counter() - started)
+                if meter is not None:
+                    if out.prompt_token_ids is not None:
+                        meter.prompt_tokens = len(out.prompt_token_ids)
+                    meter.tokens(sum(len(o.token_ids) for o in out.outputs))
+                for o in out.outputs:
+                    finish_reason(o.finish_reason is not None, o.finish_reason)
+                yield out
         finally:
             if finished:
                 self.stats.finished += 1
-            else:
-                # vLLM aborts its own request when generate() is cancelled; abort again for other exits.
+            else:  # vLLM aborts its own request when generate() is cancelled; abort again for other exits
                 self.stats.aborted += 1
+                await outputs.aclose()
                 await self._engine.abort(request_id)
 
     def check_health(self) -> None:
@@ -129,3 +232,40 @@ class VllmChatEngine:
 
     def shutdown(self) -> None:
         self._engine.shutdown()
+
+
+def _fields(request: GenerationRequest, vllm_model: type[Any]) -> dict[str, Any]:
+    """What the client set, for the vLLM request model (spec-only hints such as `metadata` are not vLLM's)."""
+    body = request.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    body["model"] = request.model
+    return {name: value for name, value in body.items() if name in vllm_model.model_fields}
+
+
+def _only_opens(event: str) -> bool:
+    """A chat chunk that only opens a choice (its role, no output yet)."""
+    chunk = json.loads(event.removeprefix("data: "))
+    choices = chunk.get("choices") or []
+    return bool(choices) and all(
+        not (c.get("delta") or {}).get("content")
+        and not (c.get("delta") or {}).get("tool_calls")
+        and not (c.get("delta") or {}).get("reasoning")
+        and c.get("finish_reason") is None
+        for c in choices
+    )
+
+
+def _is_error(result: Any) -> bool:
+    return type(result).__name__ == "ErrorResponse"
+
+
+def _error_info(error: Any) -> ErrorInfo:
+    status = int(error.code)
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return ErrorInfo(status=status, message=error.message, type=kind, param=error.param)
+
+
+def _stream_error(event: str) -> ErrorInfo:
+    error = json.loads(event.removeprefix("data: "))["error"]
+    status = int(error.get("code") or 500)
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return ErrorInfo(status=status, message=error.get("message", ""), type=kind, param=error.get("param"))

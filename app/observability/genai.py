@@ -90,11 +90,12 @@ def content_attributes(record: RequestRecord) -> Attributes:
 def prompt_content(body: ModelRequest) -> Any:
     """The request's text, in a JSON-able shape."""
     if isinstance(body, ChatCompletionRequest):
-        return [{"role": m.role, "content": m.text()} for m in body.messages]
+        return body.template_messages()
     if isinstance(body, CompletionRequest):
-        return body.prompt_text()
+        prompts = body.prompts()
+        return prompts[0] if len(prompts) == 1 else prompts
     if isinstance(body, EmbeddingRequest):
-        return body.texts()
+        return body.inputs()
     if isinstance(body, RerankRequest):
         return {"query": body.query, "documents": body.documents}
     return None

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any, Protocol
 
-from app.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest
+from app.errors import InvalidRequest
+from app.protocol import ChatCompletionRequest, ChatMessage, CompletionRequest, VllmSampling
 
+# what a completion and a chat request share: the spec's sampling fields and vLLM's extra sampling parameters
 _SHARED = (
     "model",
     "max_tokens",
@@ -23,6 +25,7 @@ _SHARED = (
     "stream_options",
     "logit_bias",
     "user",
+    *VllmSampling.model_fields,
 )
 
 
@@ -54,9 +57,16 @@ AS_SERVED = AsServed()
 def as_chat(request: CompletionRequest) -> ChatCompletionRequest:
     """The chat request that serves a completion. Its fields were validated as the completion's, so they are copied
     as they are (a completion's `max_tokens` may be 0, which a chat request's schema would refuse)."""
-    fields: dict[str, Any] = {name: getattr(request, name) for name in _SHARED}
-    fields["messages"] = [ChatMessage(role="user", content=request.prompt_text())]
-    return ChatCompletionRequest.model_construct(**fields)
+    prompts = request.prompts()
+    if len(prompts) != 1 or not isinstance(prompts[0], str):
+        raise InvalidRequest("A completion served through the chat template takes one text prompt.", param="prompt")
+    for name in ("logprobs", "response_format"):
+        if getattr(request, name) is not None:
+            raise InvalidRequest(f"{name} is not served when a completion goes through the chat template.", param=name)
+    shared = [name for name in _SHARED if name in request.model_fields_set or name in ("model", "max_tokens")]
+    fields: dict[str, Any] = {name: getattr(request, name) for name in shared}
+    fields["messages"] = [ChatMessage(role="user", content=prompts[0])]
+    return ChatCompletionRequest.model_construct(_fields_set={*shared, "messages"}, **fields)
 
 
 class CompletionFromChat:
@@ -80,13 +90,17 @@ class CompletionFromChat:
         return json.dumps(self._completion(chat, choices, chat.get("usage"))).encode()
 
     def event(self, event: str) -> str:
+        """`event` may hold several events (a replica merges its opening ones)."""
+        return "".join(self._one(e + "\n\n") for e in event.split("\n\n") if e)
+
+    def _one(self, event: str) -> str:
         payload = event.removeprefix("data: ").rstrip("\n")
         chunk = json.loads(payload)
         if "choices" not in chunk:  # an error event
             return event
         choices = []
         for c in chunk["choices"]:
-            text = c["delta"].get("content") or ""
+            text = (c.get("delta") or {}).get("content") or ""
             if "role" in c["delta"]:  # the first chunk: the echoed prompt goes with it
                 text = self._echo + text
             choices.append({"index": c["index"], "text": text, "finish_reason": c["finish_reason"], "logprobs": None})

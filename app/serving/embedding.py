@@ -23,6 +23,8 @@ from app.protocol import (
 
 Encode = Callable[[Sequence[str]], Awaitable[Vectors]]
 CountTokens = Callable[[Sequence[str]], list[int]]
+Decode = Callable[[Sequence[int]], str]
+"""Token ids of the model's own tokenizer back to text; raises ValueError for ids outside its vocabulary."""
 Score = Callable[[str, Sequence[str]], Awaitable[Vectors]]
 """Relevance of each document to the query, higher is better."""
 
@@ -39,7 +41,8 @@ def bi_encoder_score(encode: Encode) -> Score:
 
 class EncoderService:
     """`encode` is the (batched) encoder call, `score` the reranker (default: cosine under `encode`);
-    `count_tokens` is the model's own tokenizer."""
+    `count_tokens` is the model's own tokenizer, and `decode` takes token-id inputs back to text through it (a
+    service without it serves text inputs only)."""
 
     def __init__(
         self,
@@ -51,21 +54,23 @@ class EncoderService:
         max_seq_length: int,
         max_inputs: int,
         score: Score | None = None,
+        decode: Decode | None = None,
         new_id: Callable[[], str] = lambda: uuid.uuid4().hex,
     ) -> None:
         self.model = model
         self._encode = encode
         self._score = score or bi_encoder_score(encode)
         self._count_tokens = count_tokens
+        self._decode = decode
         self._dimensions = dimensions
         self._max_seq_length = max_seq_length
         self._max_inputs = max_inputs
         self._new_id = new_id
 
-    def _check(self, texts: Sequence[str], param: str) -> int:
+    def _check(self, texts: Sequence[str], param: str, counts: list[int] | None = None) -> int:
         if len(texts) > self._max_inputs:
             raise InvalidRequest(f"Too many inputs: {len(texts)}; at most {self._max_inputs} are allowed.", param=param)
-        counts = self._count_tokens(texts)
+        counts = counts if counts is not None else self._count_tokens(texts)
         for i, n in enumerate(counts):
             if n > self._max_seq_length:
                 raise ContextLengthExceeded(
@@ -75,16 +80,30 @@ class EncoderService:
                 )
         return sum(counts)
 
+    def _texts(self, inputs: Sequence[str | list[int]]) -> tuple[list[str], list[int] | None]:
+        """Texts to encode, and the token counts of token-id inputs (their own length)."""
+        if all(isinstance(item, str) for item in inputs):
+            return [item for item in inputs if isinstance(item, str)], None
+        if self._decode is None:
+            raise InvalidRequest("This model takes text inputs only, not token ids.", param="input")
+        texts: list[str] = []
+        for i, ids in enumerate(inputs):
+            try:
+                texts.append(self._decode(ids if isinstance(ids, list) else []))
+            except ValueError as exc:
+                raise InvalidRequest(f"input[{i}] is not token ids of this model: {exc}", param="input") from exc
+        return texts, [len(ids) for ids in inputs]
+
     async def embed(self, request: EmbeddingRequest) -> EmbeddingResponse | ErrorInfo:
-        texts = request.texts()
         try:
+            texts, counts = self._texts(request.inputs())
             if request.dimensions is not None and request.dimensions != self._dimensions:
                 raise InvalidRequest(
                     f"This model produces {self._dimensions} dimensions; dimensions={request.dimensions} "
                     "is not supported.",
                     param="dimensions",
                 )
-            tokens = self._check(texts, "input")
+            tokens = self._check(texts, "input", counts)
         except OpenAIError as exc:
             return exc.info()
         vectors = await self._encode(texts)

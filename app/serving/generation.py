@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 
+from app.config import EngineKind
 from app.engines.base import ChatEngine, GenerationDelta, SamplingSettings, Tokenizer
 from app.errors import ContextLengthExceeded, ErrorInfo, InvalidRequest, OpenAIError, to_error_info
 from app.protocol import (
@@ -24,6 +25,7 @@ from app.protocol import (
     CompletionResponse,
     Usage,
 )
+from app.serving.capabilities import fields_beyond
 
 GenerationRequest = ChatCompletionRequest | CompletionRequest
 
@@ -66,9 +68,11 @@ class GenerationService:
 
     async def prepare(self, request: GenerationRequest) -> Prepared:
         """Tokenize and check the request against the model's limits; raises an OpenAIError."""
+        beyond = fields_beyond(EngineKind.TRANSFORMERS, request)
+        if beyond:  # the planner keeps such requests away from this engine; a direct call is refused by name
+            raise InvalidRequest(f"This engine does not serve {beyond}; vLLM versions do.", param=beyond[0])
         if isinstance(request, ChatCompletionRequest):
-            messages = [{"role": _template_role(m.role), "content": m.text()} for m in request.messages]
-            prompt_ids = await asyncio.to_thread(self._tokenizer.render_chat, messages)
+            prompt_ids = await asyncio.to_thread(self._tokenizer.render_chat, request.template_messages())
             prefix, where, param = "chatcmpl-", "messages", "messages"
         else:
             prompt_ids = await asyncio.to_thread(self._tokenizer.encode, request.prompt_text())
@@ -215,7 +219,3 @@ class _ChunkShaper:
 
 def _usage(prompt: int, completion: int) -> Usage:
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
-
-
-def _template_role(role: str) -> str:
-    return "system" if role == "developer" else role

@@ -185,7 +185,7 @@ class Dispatcher:
         router, tried, cache = self._routers[plan.model.name], list[str](), self._gate.cache
         per_try = plan.model.retry.per_try_timeout_s
         for attempt in itertools.count(1):
-            version, why = router.choose(plan.user, plan.pinned, tried)
+            version, why = router.choose(plan.user, plan.pinned, tried, plan.unable)
             self._observer.routed(record, version, why)
             headers = route_headers(plan, version)
             key = self._gate.key(plan.model.name, version, plan.endpoint.path, plan.body)
@@ -225,7 +225,7 @@ class Dispatcher:
         router, tried = self._routers[plan.model.name], list[str]()
         per_try = plan.model.retry.per_try_timeout_s
         for attempt in itertools.count(1):
-            version, why = router.choose(plan.user, plan.pinned, tried)
+            version, why = router.choose(plan.user, plan.pinned, tried, plan.unable)
             self._observer.routed(record, version, why)
             headers = route_headers(plan, version)
             started = self._clock()

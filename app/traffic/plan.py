@@ -7,11 +7,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from app.config import GraphConfig, ModelConfig
 from app.endpoints import Endpoint
 from app.engines.base import Tokenizer
-from app.errors import InvalidRequest, ModelNotFound, ModelNotSupported, NotFound
+from app.errors import InvalidRequest, ModelNotFound, ModelNotSupported, NotFound, invalid_value
 from app.protocol import ChatCompletionRequest, CompletionRequest, ModelRequest
+from app.serving.capabilities import fields_beyond
 from app.serving.completion_as_chat import AS_SERVED, AnswerShape, CompletionFromChat, as_chat
 from app.traffic.rewrite import apply_rules
 from app.traffic.tiers import choose_tier
@@ -29,6 +32,7 @@ class Plan:
     user: str | None = None
     rules: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)  # the request's headers after the rewrite rules
+    unable: frozenset[str] = frozenset()  # versions whose engine cannot serve this request
 
     @property
     def stream(self) -> bool:
@@ -58,7 +62,10 @@ class Planner:
         completion_as_chat = asked is Endpoint.COMPLETION and served is Endpoint.CHAT
         if asked is not served and not completion_as_chat:
             raise InvalidRequest(f"A rewrite rule sends {asked.path} to {served.path}, which cannot serve it.")
-        body = asked.schema.model_validate(data)
+        try:
+            body = asked.schema.model_validate(data)
+        except ValidationError as exc:
+            raise invalid_value(exc, data) from exc
         shape: AnswerShape = AS_SERVED
         if isinstance(body, CompletionRequest) and completion_as_chat:
             shape, body = CompletionFromChat(body), as_chat(body)
@@ -83,7 +90,8 @@ class Planner:
                 )
             pinned = pin.version if pin.model == model.name else None
         user = getattr(body, "user", None) or view.headers.get(routing.sticky_header)
-        return Plan(served, body, model, shape, tier, pinned, experiment, user, view.applied, view.headers)
+        unable = _unable(model, body, pinned)
+        return Plan(served, body, model, shape, tier, pinned, experiment, user, view.applied, view.headers, unable)
 
     def _model(self, name: str, endpoint: Endpoint) -> ModelConfig:
         model = self._config.model(name)
@@ -98,11 +106,31 @@ class Planner:
         return model
 
 
+def _unable(model: ModelConfig, body: ModelRequest, pinned: str | None) -> frozenset[str]:
+    """The versions that cannot serve `body`; a 400 naming the fields when none can, or the pinned one cannot."""
+    beyond = {v.version: fields_beyond(v.engine, body) for v in model.versions}
+    unable = frozenset(version for version, fields in beyond.items() if fields)
+    if not unable:
+        return unable
+    if pinned in unable or unable == set(beyond):
+        who = [pinned] if pinned in unable else sorted(unable)
+        fields = sorted({f for version in who for f in beyond[version or ""]})
+        engines = ", ".join(f"{v.version} ({v.engine.value})" for v in model.versions if v.version in who)
+        raise InvalidRequest(
+            f"'{fields[0]}' cannot be served by {'the pinned version' if pinned in unable else 'any version'} of "
+            f"model '{model.name}': {engines} does not serve {fields}. vLLM versions serve them.",
+            param=fields[0],
+        )
+    return unable
+
+
 def tokens_needed(tokenizer: Tokenizer, body: ModelRequest) -> int:
-    """Prompt tokens under the model's own tokenizer (chat template applied) plus the requested max_tokens."""
+    """Prompt tokens under the model's own tokenizer (chat template applied, tools as the template renders them)
+    plus the requested max_tokens; for several prompts, the longest."""
     if isinstance(body, ChatCompletionRequest):
-        messages = [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in body.messages]
-        return len(tokenizer.render_chat(messages)) + (body.requested_max_tokens() or 0)
+        prompt = len(tokenizer.render_chat(body.template_messages(), body.template_tools()))
+        return prompt + (body.requested_max_tokens() or 0)
     if isinstance(body, CompletionRequest):
-        return len(tokenizer.encode(body.prompt_text())) + (body.requested_max_tokens() or 0)
+        lengths = [len(p) if isinstance(p, list) else len(tokenizer.encode(p)) for p in body.prompts()]
+        return max(lengths) + (body.requested_max_tokens() or 0)
     return 0

@@ -113,5 +113,6 @@ def request_text(body: object) -> str | None:
     if isinstance(body, ChatCompletionRequest):
         return "".join(f"<{m.role}>{m.text()}\n" for m in body.messages)
     if isinstance(body, CompletionRequest):
-        return body.prompt_text()
+        first = body.prompts()[0]
+        return first if isinstance(first, str) else " ".join(map(str, first))
     return None

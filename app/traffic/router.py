@@ -23,17 +23,33 @@ class VersionRouter:
         self._order = [v.version for v in model.versions if v.version != self.stable] + [self.stable]
         self._incidents: deque[str] = deque(maxlen=256)
 
-    def choose(self, user: str | None, pinned: str | None = None, exclude: Iterable[str] = ()) -> tuple[str, str]:
-        """(version, why): the pinned or split version if its breaker lets it through, else the stable one."""
-        excluded = set(exclude)
+    def choose(
+        self,
+        user: str | None,
+        pinned: str | None = None,
+        exclude: Iterable[str] = (),
+        unable: frozenset[str] = frozenset(),
+    ) -> tuple[str, str]:
+        """(version, why): the pinned or split version if its breaker lets it through, else the stable one.
+        `unable` are the versions that cannot serve this request: the split runs among the others, with the same
+        weights and stickiness (the planner has refused a request that no version, or a pinned one, cannot serve)."""
+        excluded = set(exclude) | unable
+        order = [v for v in self._order if v not in unable]
         wanted = pinned or choose_version(self.model.name, self.weights, user, self._rng, self._order)
         why = "experiment" if pinned else "split"
+        if wanted in unable and order:
+            wanted, why = self._capable_choice(user, order), "capability"
         if wanted not in excluded and self._breakers[wanted].allow():
             return wanted, why
-        for fallback in [self.stable, *self._order]:
+        for fallback in [self.stable, *order]:
             if fallback != wanted and fallback not in excluded and self._breakers[fallback].allow():
                 return fallback, "fallback"
-        return self.stable, "fallback"
+        return (self.stable if self.stable not in unable or not order else order[-1]), "fallback"
+
+    def _capable_choice(self, user: str | None, order: list[str]) -> str:
+        if sum(max(0.0, self.weights.get(v, 0.0)) for v in order) <= 0:  # the capable versions hold no weight
+            return self.stable if self.stable in order else order[-1]
+        return choose_version(self.model.name, self.weights, user, self._rng, order)
 
     def record(self, version: str, ok: bool, incident: str | None = None) -> None:
         """One answer's outcome. `incident` names a failure that many requests share (a replica's death fails every

@@ -1,6 +1,8 @@
 """Conformance with OpenAI's published spec, without Ray: what the serving code answers (every response kind and
 every error body) against the spec's component schemas, and the request side against the README's compatibility
-tables, which must list exactly the fields of each request schema and describe how each one behaves."""
+tables, which must list exactly the fields of each request schema and describe how each one behaves on each engine:
+the transformers column is checked here on the graph's own serving code, the vLLM column against the capability
+check (what vLLM itself does with each field is checked by the e2e and parity tests on real weights)."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import numpy as np
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from app.config import EngineKind
 from app.errors import (
     ContextLengthExceeded,
     ErrorInfo,
@@ -36,6 +39,7 @@ from app.protocol import (
     ModelCard,
     ModelList,
 )
+from app.serving.capabilities import fields_beyond
 from app.serving.generation import GenerationService, Limits
 from tests.fakes import CharTokenizer, HashEncoder, ScriptedEngine, hash_encoder_service
 from tests.spec import assert_conforms, errors, rewrite_nullable, schema_properties, spec
@@ -313,7 +317,7 @@ SAMPLES: dict[str, dict[str, Sample]] = {
         "suffix": Sample("rejected", " the end"),
     },
     EMBEDDINGS: {
-        "input": Sample("partly", [[1, 2, 3]], accepted=(["abc", "xyz"], "abc")),
+        "input": Sample("honoured", [[97, 98, 99], [120]], accepted=(["abc", "xyz"], "abc", [97, 98])),
         "encoding_format": Sample("honoured", "base64"),
         "dimensions": Sample("partly", 8, accepted=(HashEncoder.dimensions,)),
         "user": Sample("ignored", "user-1"),
@@ -323,14 +327,20 @@ CASES = [(path, name) for path, samples in SAMPLES.items() for name in samples]
 REQUIRED = {"model", "messages", "prompt", "input"}
 
 
-def compatibility_table(path: str) -> dict[str, str]:
-    """`field -> support` from the README's table for the endpoint."""
+def compatibility_rows(path: str) -> dict[str, list[str]]:
+    """`field -> [support per engine column]` from the README's table for the endpoint."""
     text = README.read_text(encoding="utf-8")
     section = text[text.index("\n## OpenAI compatibility\n") :]
     section = section[: section.index("\n## ", 1)]
     table = section[section.index(f"\n### `POST {path}`") :]
     table = table[: table.index("\n### ", 1)]
-    return dict(re.findall(r"^\| `(\w+)` \| (\w+) \|", table, flags=re.MULTILINE))
+    rows = re.findall(r"^\| `(\w+)` \| (.*)$", table, flags=re.MULTILINE)
+    return {name: [cell.strip() for cell in rest.split(" | ") if cell.strip() in STATUSES] for name, rest in rows}
+
+
+def compatibility_table(path: str) -> dict[str, str]:
+    """`field -> support` on the graph's own serving code (the transformers column; embeddings have one)."""
+    return {name: cells[-1] for name, cells in compatibility_rows(path).items()}
 
 
 def spec_field(path: str, name: str) -> dict[str, Any]:
@@ -363,9 +373,58 @@ def test_table_and_models_list_exactly_the_spec_fields(path: str) -> None:
     table = compatibility_table(path)
     assert set(table) == fields
     assert set(table.values()) <= STATUSES
-    assert set(model.model_fields) == fields  # every spec field is declared, so none is mistaken for unknown
+    assert fields <= set(model.model_fields)  # every spec field is declared, so none is mistaken for unknown
     assert {name: table[name] for name in SAMPLES[path]} == {name: s.status for name, s in SAMPLES[path].items()}
     assert set(SAMPLES[path]) == fields - {"model"}
+
+
+ENGINE_PATHS = [CHAT, COMPLETIONS]
+
+
+@pytest.mark.parametrize("path", ENGINE_PATHS)
+def test_where_vllm_serves_more_the_capability_check_routes_to_it(path: str) -> None:
+    """A field the vLLM column serves beyond the transformers column is accepted by the protocol, flagged for
+    transformers versions and not for vLLM versions, so the planner keeps such requests on vLLM."""
+    rows = compatibility_rows(path)
+    assert all(len(cells) == 2 for cells in rows.values()), rows
+    wider = [name for name, (vllm, transformers) in rows.items() if vllm != transformers]
+    assert wider  # the table does say vLLM serves more
+    for name in wider:
+        assert rows[name][0] == "honoured", name
+        sample = SAMPLES[path][name]
+        needs = {"tools": [TOOL]} if name == "tool_choice" else sample.needs
+        request = REQUEST_SCHEMAS[path][1].model_validate({**BASE[path], **needs, name: sample.value})
+        assert fields_beyond(EngineKind.VLLM, request) == []
+        if rows[name][1] != "ignored":  # an ignored field changes nothing, so it may reach either engine
+            assert name in fields_beyond(EngineKind.TRANSFORMERS, request)
+
+
+@pytest.mark.parametrize("path", ENGINE_PATHS)
+def test_vllm_extra_parameters_are_declared_listed_and_kept_from_transformers(path: str) -> None:
+    model = REQUEST_SCHEMAS[path][1]
+    extras = set(model.model_fields) - schema_properties(REQUEST_SCHEMAS[path][0])
+    text = README.read_text(encoding="utf-8")
+    listed = text[text.index("\n### vLLM's extra parameters\n") :]
+    listed = listed[: listed.index("\n## ", 1)]
+    assert extras and all(f"`{name}`" in listed for name in extras), sorted(extras)
+    for name in extras:
+        default = model.model_fields[name].default
+        value: Any = {"x": 1} if isinstance(default, dict) or name.endswith(("_kwargs", "_xargs", "outputs")) else 3
+        if "bool" in str(model.model_fields[name].annotation):
+            value = not default
+        elif name in ("stop_token_ids", "allowed_token_ids"):
+            value = [5]
+        elif name in ("bad_words",):
+            value = ["x"]
+        elif name in ("cache_salt", "request_id"):
+            value = "s"
+        elif name == "documents":
+            value = [{"title": "t", "text": "x"}]
+        elif name == "response_format":
+            value = {"type": "json_object"}
+        request = model.model_validate({**BASE[path], name: value})
+        assert fields_beyond(EngineKind.TRANSFORMERS, request) == [name], name
+        assert fields_beyond(EngineKind.VLLM, request) == []
 
 
 @pytest.mark.parametrize("path, name", CASES)

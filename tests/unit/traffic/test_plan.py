@@ -104,3 +104,66 @@ def test_mistakes() -> None:
         planner().plan("/v1/embeddings", {}, {"model": "small", "input": "x"})
     with pytest.raises(NotFound):
         planner().plan("/v2/other", {}, chat())
+
+
+MIXED = load_config(
+    {
+        "models": [
+            {
+                "name": "m",
+                "role": "chat",
+                "default_version": "v1",
+                "weights": {"v1": 50, "v2": 50},
+                "versions": [{**version("v1"), "engine": "vllm"}, version("v2")],
+            },
+            {"name": "t", "role": "chat", "versions": [version("v1")]},
+        ],
+        "routing": {"experiments": {"pin-v2": {"model": "m", "version": "v2"}}},
+    }
+)
+TOOLS = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+def mixed() -> Planner:
+    return Planner(MIXED, lambda model, body: 1, lambda model: True)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [{"tools": TOOLS}, {"logprobs": True}, {"n": 2, "temperature": 1}, {"response_format": {"type": "json_object"}}],
+)
+def test_a_request_beyond_transformers_is_kept_from_its_versions(extra: dict[str, object]) -> None:
+    plan = mixed().plan("/v1/chat/completions", {}, chat(model="m", **extra))
+    assert plan.unable == frozenset({"v2"})
+
+
+def test_a_plain_request_may_go_to_any_version() -> None:
+    assert mixed().plan("/v1/chat/completions", {}, chat(model="m", temperature=0)).unable == frozenset()
+
+
+def test_no_version_able_is_a_400_naming_the_field_and_the_versions() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        mixed().plan("/v1/chat/completions", {}, chat(model="t", top_k=5))
+    assert err.value.param == "top_k" and "v1 (transformers)" in err.value.message
+
+
+def test_a_pinned_version_that_cannot_serve_is_a_400() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        mixed().plan("/v1/chat/completions", {"x-experiment": "pin-v2"}, chat(model="m", tools=TOOLS))
+    assert err.value.param == "tools" and "pinned" in err.value.message
+
+
+def test_several_prompts_and_token_ids_need_vllm() -> None:
+    for prompt in (["a", "b"], [1, 2, 3], [[1], [2]]):
+        plan = mixed().plan("/v1/completions", {}, {"model": "m", "prompt": prompt})
+        assert plan.unable == frozenset({"v2"})
+
+
+def test_union_members_are_not_in_the_param() -> None:
+    with pytest.raises(InvalidRequest) as err:
+        mixed().plan("/v1/completions", {}, {"model": "m", "prompt": None})
+    assert err.value.param == "prompt"
+    bad_schema = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 5}}}
+    with pytest.raises(InvalidRequest) as err:
+        mixed().plan("/v1/chat/completions", {}, chat(model="m", response_format=bad_schema))
+    assert err.value.param == "response_format.json_schema.schema"

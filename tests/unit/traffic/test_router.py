@@ -63,3 +63,25 @@ def test_outcome_log_drains_and_bounds() -> None:
     for _ in range(3):
         log.add(Outcome("m", "stable", True, 1.0))
     assert len(log.drain()) == 2 and log.drain() == []
+
+
+def test_versions_that_cannot_serve_are_left_out_of_the_split() -> None:
+    router = VersionRouter(model(weights={"stable": 50, "canary": 50}), lambda: 0.0, random.Random(0))
+    chosen = {router.choose(f"user-{i}", unable=frozenset({"canary"})) for i in range(50)}
+    assert chosen == {("stable", "split"), ("stable", "capability")}  # users the split gave the canary move
+
+
+def test_the_split_runs_among_the_capable_versions_when_stable_cannot() -> None:
+    router = VersionRouter(model(weights={"stable": 90, "canary": 10}), lambda: 0.0, random.Random(0))
+    assert {router.choose(f"u{i}", unable=frozenset({"stable"}))[0] for i in range(30)} == {"canary"}
+
+
+def test_a_capable_version_with_no_weight_still_serves_what_only_it_can() -> None:
+    router = VersionRouter(model(weights={"stable": 100, "canary": 0}), lambda: 0.0, random.Random(0))
+    assert router.choose("u", unable=frozenset({"stable"})) == ("canary", "capability")
+
+
+def test_an_open_breaker_on_the_only_capable_version_does_not_send_it_to_an_incapable_one() -> None:
+    router = VersionRouter(model(breaker={"failure_threshold": 1}), lambda: 0.0, random.Random(0))
+    router.record("canary", ok=False)
+    assert router.choose("u", unable=frozenset({"stable"}))[0] == "canary"
