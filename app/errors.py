@@ -136,12 +136,12 @@ def _path(loc: tuple[int | str, ...], data: Any) -> list[str]:
     path, node, known = [], data, data is not None
     for part in loc:
         if known:
-            if isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-                node = node[part]
-            else:
-                continue  # not in the body: a union member's name or tag
+            in_body = (isinstance(node, dict) and part in node) or (
+                isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+            )
+            if not in_body:
+                continue  # a union member's name or tag
+            node = node[part]
         elif isinstance(part, str) and ("[" in part or "-" in part or part in _TYPE_TAGS or part[:1].isupper()):
             continue
         path.append(str(part))

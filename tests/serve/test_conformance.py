@@ -145,7 +145,7 @@ ERRORS: list[tuple[str, str, object, int, str | None]] = [
     ("POST", "/v1/completions", {**COMPLETION, "prompt": [1, 2, 3]}, 400, "prompt"),
     ("POST", "/v1/completions", {**COMPLETION, "suffix": "end"}, 400, "suffix"),
     ("POST", "/v1/completions", {**COMPLETION, "best_of": 3}, 400, "best_of"),
-    ("POST", "/v1/embeddings", {**EMBEDDING, "input": [[1, 2]]}, 400, "input"),
+    ("POST", "/v1/embeddings", {**EMBEDDING, "input": [[10**9]]}, 400, "input"),  # outside the vocabulary
     ("POST", "/v1/embeddings", {**EMBEDDING, "dimensions": 8}, 400, "dimensions"),
     ("POST", "/v1/rerank", {"model": "tiny-rerank", "query": "", "documents": ["a"]}, 400, "query"),
     ("POST", "/v1/chat/completions", b'{"model": ', 400, None),

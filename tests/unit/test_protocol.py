@@ -10,7 +10,6 @@ from app.protocol import (
     EmbeddingRequest,
 )
 
-
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
