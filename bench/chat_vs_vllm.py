@@ -38,7 +38,7 @@ def run(scale: float) -> Table:
     (version,) = config.models[0].versions
     path = version.weights.local_path(config.resolved_weights_dir())
     results: dict[tuple[str, int], Summary] = {}
-    with servers.vllm_openai(path, version.max_model_len, version.vllm.kv_cache_space_gb) as base:
+    with servers.vllm_openai(version, path) as base:
         for c, load in LOADS.items():
             results["vllm", c] = summarize(base, chat_call, f"vLLM server c={c}", load.scaled(scale))
     with servers.graph("chat") as base:
@@ -50,8 +50,9 @@ def run(scale: float) -> Table:
         notes=[
             f"{MAX_TOKENS} output tokens max per request, temperature 0, 4 prompts in turn, "
             "`stream_options.include_usage`; TTFT is the time to the first chunk that carries text.",
-            "vLLM's server: `python -m vllm.entrypoints.openai.api_server` with the chat version's settings "
-            "(bf16, eager, the same max_model_len and VLLM_CPU_KVCACHE_SPACE); the graph: the default config's "
+            "vLLM's server: `python -m vllm.entrypoints.openai.api_server` with the flags the graph's replica "
+            "parses (`vllm_argv`: bf16, eager, max_model_len, chat template, tool parser, VLLM_CPU_KVCACHE_SPACE); "
+            "the graph: the default config's "
             "stable chat version alone, served by `serve.run` behind Serve's proxy.",
             "The two servers run one after the other, never at the same time; each gets a warm-up first.",
         ],

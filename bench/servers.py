@@ -15,6 +15,8 @@ from pathlib import Path
 
 import httpx
 
+from app.config import ModelVersion
+from app.engines.vllm_chat import cpu_environment, vllm_argv
 from bench.graphs import CHAT_MODEL, ROOT
 
 LOGS = ROOT / ".cache" / "bench"  # git-ignored
@@ -154,14 +156,17 @@ def plain(timeout_s: float = 60) -> Server:
     return server("plain", argv, PORTS["plain"], "/health", timeout_s, {})
 
 
-def vllm_openai(model_dir: Path, max_model_len: int, kv_cache_gb: int, timeout_s: float = 300) -> Server:
-    """vLLM's own OpenAI server on the same weights and engine settings as the graph's chat replica."""
-    argv = [
-        _python(), "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", CHAT_MODEL,
-        "--host", "127.0.0.1", "--port", str(PORTS["vllm"]),
-        "--dtype", "bfloat16", "--enforce-eager", "--max-model-len", str(max_model_len),
-        "--disable-log-stats", "--seed", "0",
-    ]  # fmt: skip
-    env = {"VLLM_CPU_KVCACHE_SPACE": str(kv_cache_gb), "HF_HUB_OFFLINE": "1", "VLLM_WORKER_MULTIPROC_METHOD": "spawn"}
+def vllm_openai(version: ModelVersion, model_dir: Path, timeout_s: float = 300) -> Server:
+    """vLLM's own OpenAI server with the flags the graph's replica of `version` runs with (`vllm_argv`)."""
+    flags = vllm_argv(
+        model_dir,
+        CHAT_MODEL,
+        version.vllm,
+        max_model_len=version.max_model_len,
+        gpu_memory_utilization=version.gpu_memory_utilization,
+        chat_template=version.vllm.chat_template_path(),
+    )
+    argv = [_python(), "-m", "vllm.entrypoints.openai.api_server", *flags, "--host", "127.0.0.1"]
+    argv += ["--port", str(PORTS["vllm"])]
+    env = cpu_environment(version.vllm.kv_cache_space_gb)
     return server("vllm-openai", argv, PORTS["vllm"], "/health", timeout_s, env)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -159,23 +159,8 @@ class VllmChat:
         if _is_error(result):
             yield _error_info(result.error)
             return
-        opening: list[str] = []
-        opened = False
-        async with aclosing(result) as events:
-            async for event in events:
-                if event.startswith(_ERROR):
-                    yield _stream_error(event)
-                    return
-                if event == _DONE:
-                    break
-                if not opened and _only_opens(event):
-                    opening.append(event)
-                    continue
-                if not opened:
-                    event, opened = "".join(opening) + event, True
-                yield event
-        if not opened and opening:
-            yield "".join(opening)
+        async for event in relayed(result):
+            yield event
 
     async def _serve(self, request: GenerationRequest) -> Any:
         if isinstance(request, ChatCompletionRequest):
@@ -232,6 +217,28 @@ class VllmChat:
 
     def shutdown(self) -> None:
         self._engine.shutdown()
+
+
+async def relayed(events: AsyncGenerator[str, None]) -> AsyncIterator[str | ErrorInfo]:
+    """vLLM's SSE events as the replica streams them: the opening role-only chunks merged into the first event with
+    output, an error event as an ErrorInfo (the stream ends there), and no `[DONE]`."""
+    opening: list[str] = []
+    opened = False
+    async with aclosing(events) as source:
+        async for event in source:
+            if event.startswith(_ERROR):
+                yield _stream_error(event)
+                return
+            if event == _DONE:
+                break
+            if not opened and _only_opens(event):
+                opening.append(event)
+                continue
+            if not opened:
+                event, opened = "".join(opening) + event, True
+            yield event
+    if not opened and opening:
+        yield "".join(opening)
 
 
 def _fields(request: GenerationRequest, vllm_model: type[Any]) -> dict[str, Any]:

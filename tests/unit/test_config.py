@@ -177,3 +177,27 @@ def test_request_router_is_validated_per_version() -> None:
     }
     with pytest.raises(ConfigError, match="'prefix' needs a chat engine"):
         load_config({"models": [encoder]})
+
+
+def test_vllm_options_belong_to_vllm_versions() -> None:
+    with pytest.raises(ConfigError, match="vllm options apply to vllm versions only"):
+        load_config({"models": [chat_model(vllm={"tool_call_parser": "hermes"})]})
+    load_config({"models": [chat_model(engine="vllm", vllm={"tool_call_parser": "hermes"})]})
+
+
+def test_vllm_tool_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match=r"enable_auto_tool_choice needs vllm\.tool_call_parser"):
+        load_config({"models": [chat_model(engine="vllm", vllm={"enable_auto_tool_choice": True})]})
+    with pytest.raises(ConfigError, match=r"chat_template 'nowhere\.jinja' is not a file"):
+        load_config({"models": [chat_model(engine="vllm", vllm={"chat_template": "nowhere.jinja"})]})
+    with pytest.raises(ConfigError, match="tool_strict_level"):
+        load_config({"models": [chat_model(engine="vllm", vllm={"tool_strict_level": "loose"})]})
+
+
+def test_the_default_vllm_version_serves_tools_with_its_template() -> None:
+    (app,) = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
+    chat = next(m for m in load_config(app["args"]).models if m.role is Role.CHAT)
+    options = chat.serving_version.vllm
+    assert (options.tool_call_parser, options.enable_auto_tool_choice) == ("hermes", True)
+    template = options.chat_template_path()
+    assert template is not None and "<tool_call>" in template.read_text()

@@ -69,3 +69,14 @@ async def test_rerank_uses_the_given_scorer() -> None:
     assert isinstance(result, RerankResponse)
     assert [r.index for r in result.results] == [2, 0, 1]
     assert [r.relevance_score for r in result.results] == [4.0, 2.0, 1.0]
+
+
+async def test_token_ids_embed_as_their_text_and_count_as_their_length() -> None:
+    encoder = service()
+    ids = await encoder.embed(EmbeddingRequest(model="e", input=[[99, 97, 116], [100, 111, 103]]))
+    text = await encoder.embed(EmbeddingRequest(model="e", input=["cat", "dog"]))
+    assert not isinstance(ids, ErrorInfo) and not isinstance(text, ErrorInfo)
+    assert [d.embedding for d in ids.data] == [d.embedding for d in text.data]
+    assert ids.usage.prompt_tokens == 6
+    outside = await encoder.embed(EmbeddingRequest(model="e", input=[500]))
+    assert isinstance(outside, ErrorInfo) and outside.status == 400 and outside.param == "input"

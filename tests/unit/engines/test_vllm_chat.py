@@ -1,15 +1,21 @@
+import itertools
+import json
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
 import pytest
 
-from app.engines.vllm_chat import finish_reason
-from app.errors import ServiceUnavailable
+from app.config import VllmOptions
+from app.engines.vllm_chat import finish_reason, relayed, vllm_argv
+from app.errors import ErrorInfo, ServiceUnavailable
 
 
 def test_open_outputs_have_no_finish_reason() -> None:
     assert finish_reason(False, None) is None
 
 
-@pytest.mark.parametrize("reason", ["stop", "length"])
-def test_stop_and_length_pass_through(reason: str) -> None:
+@pytest.mark.parametrize("reason", ["stop", "length", "tool_calls"])
+def test_stop_length_and_tool_calls_pass_through(reason: str) -> None:
     assert finish_reason(True, reason) == reason
 
 
@@ -17,3 +23,69 @@ def test_stop_and_length_pass_through(reason: str) -> None:
 def test_an_aborted_or_failed_request_is_a_503_not_a_stop(reason: str | None) -> None:
     with pytest.raises(ServiceUnavailable, match="ended the request early"):
         finish_reason(True, reason)
+
+
+def test_the_flags_are_vllm_serves_own() -> None:
+    options = VllmOptions(
+        chat_template="chat_templates/smollm2-tools.jinja", tool_call_parser="hermes", enable_auto_tool_choice=True
+    )
+    argv = vllm_argv(
+        Path("/w"), "m", options, max_model_len=2048, gpu_memory_utilization=0.9, chat_template=Path("/t.jinja")
+    )
+    pairs = dict(itertools.pairwise(argv))
+    assert pairs["--model"] == "/w" and pairs["--served-model-name"] == "m" and pairs["--max-model-len"] == "2048"
+    assert pairs["--tool-call-parser"] == "hermes" and pairs["--chat-template"] == "/t.jinja"
+    assert pairs["--tool-strict-level"] == "parameter"  # vLLM's own default, auto, leaves arguments unchecked
+    assert "--enable-auto-tool-choice" in argv and "--enforce-eager" in argv
+    assert "--distributed-executor-backend" not in argv
+    plain = vllm_argv(Path("/w"), "m", VllmOptions(), max_model_len=64, gpu_memory_utilization=0.5, chat_template=None)
+    assert "--tool-call-parser" not in plain and "--chat-template" not in plain
+
+
+def test_the_flags_parse_with_vllms_own_parser() -> None:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    options = VllmOptions(tool_call_parser="hermes", enable_auto_tool_choice=True, tensor_parallel_size=2)
+    argv = vllm_argv(Path("/w"), "m", options, max_model_len=256, gpu_memory_utilization=0.4, chat_template=None)
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    assert (args.model, args.served_model_name, args.max_model_len) == ("/w", ["m"], 256)
+    assert (args.tool_call_parser, args.enable_auto_tool_choice) == ("hermes", True)
+    assert args.tool_strict_level == "parameter"
+    assert (args.tensor_parallel_size, args.distributed_executor_backend) == (2, "ray")
+
+
+def event(**chunk: object) -> str:
+    return f"data: {json.dumps(chunk)}\n\n"
+
+
+OPEN = event(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+TOKEN = event(choices=[{"index": 0, "delta": {"content": "Paris"}, "finish_reason": None}])
+LAST = event(choices=[{"index": 0, "delta": {"content": "."}, "finish_reason": "stop"}])
+
+
+async def events(*items: str) -> AsyncGenerator[str, None]:
+    for item in items:
+        yield item
+
+
+async def test_the_opening_chunks_go_out_with_the_first_token_and_done_is_dropped() -> None:
+    second_open = OPEN.replace('"index": 0', '"index": 1')
+    out = [e async for e in relayed(events(OPEN, second_open, TOKEN, LAST, "data: [DONE]\n\n"))]
+    assert out == [OPEN + second_open + TOKEN, LAST]
+
+
+async def test_an_error_event_is_an_error_info_and_ends_the_stream() -> None:
+    error = event(error={"message": "boom", "type": "InternalServerError", "param": None, "code": 503})
+    out = [e async for e in relayed(events(OPEN, error, TOKEN))]
+    assert len(out) == 1 and isinstance(out[0], ErrorInfo)
+    assert (out[0].status, out[0].message, out[0].type) == (503, "boom", "server_error")
+
+
+async def test_a_stream_of_only_openings_is_still_sent() -> None:
+    assert [e async for e in relayed(events(OPEN, "data: [DONE]\n\n"))] == [OPEN]
+
+
+async def test_a_tool_call_delta_is_output() -> None:
+    call = event(choices=[{"index": 0, "delta": {"tool_calls": [{"index": 0}]}, "finish_reason": None}])
+    assert [e async for e in relayed(events(OPEN, call))] == [OPEN + call]

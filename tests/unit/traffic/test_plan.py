@@ -167,3 +167,18 @@ def test_union_members_are_not_in_the_param() -> None:
     with pytest.raises(InvalidRequest) as err:
         mixed().plan("/v1/chat/completions", {}, chat(model="m", response_format=bad_schema))
     assert err.value.param == "response_format.json_schema.schema"
+
+
+def test_tools_count_as_the_template_renders_them() -> None:
+    from app.traffic.plan import tokens_needed
+    from tests.fakes import CharTokenizer
+
+    plain = ChatCompletionRequest.model_validate(chat(max_tokens=5))
+    with_tools = ChatCompletionRequest.model_validate(chat(max_tokens=5, tools=TOOLS))
+    turned_off = ChatCompletionRequest.model_validate(chat(max_tokens=5, tools=TOOLS, tool_choice="none"))
+    assert tokens_needed(CharTokenizer(), with_tools) > tokens_needed(CharTokenizer(), plain)
+    assert tokens_needed(CharTokenizer(), turned_off) == tokens_needed(CharTokenizer(), plain)
+    several = CompletionRequest.model_validate({"model": "m", "prompt": ["ab", "abcd"], "max_tokens": 1})
+    assert tokens_needed(CharTokenizer(), several) == 5
+    ids = CompletionRequest.model_validate({"model": "m", "prompt": [1, 2, 3], "max_tokens": 1})
+    assert tokens_needed(CharTokenizer(), ids) == 4
