@@ -14,6 +14,7 @@ from app.protocol import (
     CompletionRequest,
     CompletionResponse,
     EmbeddingRequest,
+    EngineAnswer,
     ModelRequest,
     RerankRequest,
 )
@@ -104,16 +105,25 @@ def prompt_content(body: ModelRequest) -> Any:
 def response_details(value: object) -> tuple[str | None, tuple[str, ...], str | None]:
     """(response id, finish reasons, generated text) of a unary answer."""
     if isinstance(value, ChatCompletionResponse):
-        reasons = tuple(c.finish_reason for c in value.choices)
+        reasons: tuple[str, ...] = tuple(c.finish_reason for c in value.choices)
         return value.id, reasons, "".join(c.message.content or "" for c in value.choices)
     if isinstance(value, CompletionResponse):
         reasons = tuple(c.finish_reason for c in value.choices if c.finish_reason)
         return value.id, reasons, "".join(c.text for c in value.choices)
+    if isinstance(value, EngineAnswer):  # an engine's own answer: its choices are plain JSON
+        choices = (value.model_extra or {}).get("choices") or []
+        reasons = tuple(str(c["finish_reason"]) for c in choices if c.get("finish_reason"))
+        text = "".join((c.get("message") or {}).get("content") or c.get("text") or "" for c in choices)
+        return (value.model_extra or {}).get("id"), reasons, text
     return getattr(value, "id", None), (), None
 
 
 def sse_text(event: str) -> str:
-    """The generated text in one server-sent event of a chat or completion stream ('' for anything else)."""
+    """The generated text in a chat or completion stream's server-sent event(s) ('' for anything else)."""
+    return "".join(_one_event_text(part) for part in event.split("\n\n") if part)
+
+
+def _one_event_text(event: str) -> str:
     if not event.startswith("data: {"):
         return ""
     try:

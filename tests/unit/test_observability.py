@@ -35,6 +35,7 @@ from app.protocol import (
     ChatCompletionRequest,
     ChatCompletionResponse,
     EmbeddingRequest,
+    EngineAnswer,
     Usage,
 )
 from app.traffic.plan import Plan
@@ -198,6 +199,21 @@ def test_response_details_and_stream_text() -> None:
     assert sse_text(f"data: {json.dumps(chunk)}\n\n") == "Par"
     assert sse_text('data: {"choices": [{"index": 0, "text": "is", "finish_reason": null}]}\n\n') == "is"
     assert sse_text("data: [DONE]\n\n") == "" and sse_text("data: {broken\n\n") == ""
+    opening = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+    merged = f"data: {json.dumps(opening)}\n\ndata: {json.dumps(chunk)}\n\n"  # a replica's first event
+    assert sse_text(merged) == "Par"
+
+
+def test_details_of_an_engines_own_answer() -> None:
+    chat = {
+        "id": "c1",
+        "choices": [{"index": 0, "message": {"content": "Hi", "tool_calls": []}, "finish_reason": "stop"}],
+    }
+    assert response_details(EngineAnswer.model_validate(chat)) == ("c1", ("stop",), "Hi")
+    calls = {"id": "c2", "choices": [{"index": 0, "message": {"content": None}, "finish_reason": "tool_calls"}]}
+    assert response_details(EngineAnswer.model_validate(calls)) == ("c2", ("tool_calls",), "")
+    text = {"id": "t", "choices": [{"index": 0, "text": "a"}, {"index": 1, "text": "b", "finish_reason": "length"}]}
+    assert response_details(EngineAnswer.model_validate(text)) == ("t", ("length",), "ab")
 
 
 # ---- the request log ----------------------------------------------------------------------------------------
