@@ -124,6 +124,8 @@ def build(name: str, ingress_max_ongoing: int | None = None) -> Application:
         return noop_app()
     if name == "chat":
         return build_app(chat_args())
+    if name == "default":
+        return build_app(default_args())
     if name == "embeddings":
         return build_app(embeddings_args())
     if name in PREFIX_GRAPHS:
