@@ -8,7 +8,7 @@ export RAY_SERVE_PROXY_USE_GRPC ?= 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install weights serve test lint bench
+.PHONY: install weights system-packages serve test lint bench
 
 install: $(STAMP) weights
 
@@ -26,7 +26,11 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check app deployments tests
 	$(VENV)/bin/mypy app deployments
 
-test: install lint
+# what the tests start themselves (redis-server, promtool); apt-installed when missing
+system-packages:
+	bash scripts/system-packages.sh
+
+test: install system-packages lint
 	$(PY) -m pytest -q -ra
 
 bench: install

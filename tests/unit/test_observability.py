@@ -43,7 +43,6 @@ from app.traffic.plan import Plan
 ROOT = Path(__file__).resolve().parents[2]
 OBS = ROOT / "observability"
 PROMTOOL = shutil.which("promtool")
-needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (.ci/run installs it)")
 
 
 class Clock:
@@ -417,18 +416,16 @@ def test_otlp_exporter_rejects_an_unknown_protocol(monkeypatch: pytest.MonkeyPat
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    assert PROMTOOL is not None
+    assert PROMTOOL is not None, "promtool is not installed (`make test` installs it: scripts/system-packages.sh)"
     return subprocess.run([PROMTOOL, *args], cwd=OBS / "prometheus", capture_output=True, text=True, timeout=120)
 
 
-@needs_promtool
 def test_rules_and_scrape_config_pass_promtool_check() -> None:
     for args in (("check", "rules", "rules.yml"), ("check", "config", "prometheus.yml")):
         result = promtool(*args)
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_promtool
 def test_rules_pass_their_unit_tests() -> None:
     result = promtool("test", "rules", "rules_test.yml")
     assert result.returncode == 0 and "SUCCESS" in result.stdout, result.stdout + result.stderr
@@ -506,7 +503,6 @@ def test_dashboard_layout_is_valid() -> None:
         assert topic in titles, topic
 
 
-@needs_promtool
 def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     """promtool parses each query (as a recording rule), with Grafana's variables filled in."""
     exprs = [t["expr"] for p in committed_dashboard()["panels"] for t in p.get("targets", [])]
@@ -516,6 +512,7 @@ def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
     ]
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run([str(PROMTOOL), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
+    assert PROMTOOL is not None, "promtool is not installed (`make test` installs it: scripts/system-packages.sh)"
+    result = subprocess.run([PROMTOOL, "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(exprs)} rules found" in result.stdout

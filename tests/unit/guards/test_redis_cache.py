@@ -1,4 +1,5 @@
-"""The Redis backend against a real redis-server (installed by .ci/run), started on a free loopback port."""
+"""The Redis backend against a real redis-server, started on a free loopback port (`make test` installs
+redis-server: scripts/system-packages.sh)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def free_port() -> int:
 @pytest.fixture()
 def redis_url() -> Iterator[str]:
     binary = shutil.which("redis-server")
-    assert binary, "redis-server is not installed (.ci/run installs it)"
+    assert binary, "redis-server is not installed (`make test` installs it: scripts/system-packages.sh)"
     port = free_port()
     server = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
