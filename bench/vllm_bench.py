@@ -59,13 +59,15 @@ def shapes(scale: float) -> list[Shape]:
     return [Shape(length, c, max(c, round(n * scale))) for length in INPUT_LENGTHS for c, n in CONCURRENCIES.items()]
 
 
-def client_args(base: str, tokenizer: Path, shape: Shape, headers: dict[str, str], out: Path) -> list[str]:
+def client_args(
+    base: str, tokenizer: Path, shape: Shape, headers: dict[str, str], out: Path, seed: int = 0
+) -> list[str]:
     argv = [
         "--backend", "openai-chat", "--base-url", base, "--endpoint", "/v1/chat/completions",
         "--model", CHAT_MODEL, "--tokenizer", str(tokenizer), "--dataset-name", "random",
         "--random-input-len", str(shape.input_len), "--random-output-len", str(OUTPUT_TOKENS),
         "--num-prompts", str(shape.requests), "--max-concurrency", str(shape.concurrency),
-        "--temperature", "0", "--seed", "0", "--num-warmups", str(min(shape.concurrency, 4)),
+        "--temperature", "0", "--seed", str(seed), "--num-warmups", str(min(shape.concurrency, 4)),
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
         "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name, "--disable-tqdm",
     ]  # fmt: skip
@@ -74,10 +76,10 @@ def client_args(base: str, tokenizer: Path, shape: Shape, headers: dict[str, str
     return argv
 
 
-def measure(base: str, tokenizer: Path, shape: Shape, headers: dict[str, str]) -> dict[str, Any]:
+def measure(base: str, tokenizer: Path, shape: Shape, headers: dict[str, str], seed: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
-        command = [sys.executable, "-m", "bench.vllm_client", *client_args(base, tokenizer, shape, headers, out)]
+        command = [sys.executable, "-m", "bench.vllm_client", *client_args(base, tokenizer, shape, headers, out, seed)]
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"vllm bench serve failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -103,7 +105,8 @@ def run(scale: float) -> Table:
                 for shape in plan:
                     for side, headers in server.sides.items():
                         print(f"  round {round_ + 1}, {side}, {shape.label}", file=sys.stderr, flush=True)
-                        runs.setdefault((side, shape), []).append(measure(base, path, shape, headers))
+                        seed = sum(len(r) for r in runs.values())  # every run its own prompts: no reused prefix cache
+                        runs.setdefault((side, shape), []).append(measure(base, path, shape, headers, seed))
     return table([side for server in started for side in server.sides], plan, runs)
 
 
@@ -135,7 +138,8 @@ def table(sides: list[str], plan: list[Shape], runs: dict[tuple[str, Shape], lis
             f"{ROUNDS} rounds; each round starts vLLM's server and the default graph in turn (the order reversed every "
             "other round) and runs every shape against each (on the graph: pinned, then unpinned); cells are medians "
             "over the rounds with (lowest-highest).",
-            "The client, the server and (for the graph) Ray share the host's cores.",
+            "Every run draws its own random prompts (its own `--seed`), so no run finds another's prompts in vLLM's "
+            "prefix cache. The client, the server and (for the graph) Ray share the host's cores.",
         ],
     )
     for shape in plan:
