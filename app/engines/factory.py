@@ -58,7 +58,7 @@ async def build_chat_backend(
             gpu_memory_utilization=version.gpu_memory_utilization,
             chat_template=version.vllm.chat_template_path(),
         )
-        vllm = await VllmChat.start(argv, prefix_cache)
+        vllm = await VllmChat.start(argv, version.output_token_limit, prefix_cache)
         return ChatBackend(vllm, vllm)
     if version.engine is EngineKind.TRANSFORMERS:
         engine = TransformersChatEngine(path, device=version.device.value, submit=submit)

@@ -15,9 +15,10 @@ from typing import Any
 
 from app.config import VllmOptions
 from app.engines.base import EngineStats, FinishReason
-from app.errors import ErrorInfo, OpenAIError, ServiceUnavailable, to_error_info
+from app.errors import ContextLengthExceeded, ErrorInfo, OpenAIError, ServiceUnavailable, to_error_info
 from app.observability.metering import current_meter
 from app.protocol import ChatCompletionRequest, CompletionRequest, EngineAnswer
+from app.serving.generation import check_output_limit
 
 GenerationRequest = ChatCompletionRequest | CompletionRequest
 _DONE = "data: [DONE]\n\n"
@@ -108,7 +109,7 @@ class VllmChat:
     """A vLLM version's replica engine and server in one: `create` and `stream` answer as vLLM's OpenAI server
     does; `stats` counts the engine's requests."""
 
-    def __init__(self, engine: Any, state: Any) -> None:
+    def __init__(self, engine: Any, state: Any, max_output_tokens: int) -> None:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as VllmChatRequest
         from vllm.entrypoints.openai.completion.protocol import CompletionRequest as VllmCompletionRequest
 
@@ -116,11 +117,15 @@ class VllmChat:
         self._chat, self._completion = state.openai_serving_chat, state.openai_serving_completion
         self._chat_request, self._completion_request = VllmChatRequest, VllmCompletionRequest
         self.stats = EngineStats()
+        self._max_output_tokens = max_output_tokens
         self._generate = engine.generate
         engine.generate = self._metered_generate  # the OpenAI layer calls the engine through this
 
     @classmethod
-    async def start(cls, argv: list[str], prefix_cache: Callable[[int, int], None] | None = None) -> VllmChat:
+    async def start(
+        cls, argv: list[str], max_output_tokens: int, prefix_cache: Callable[[int, int], None] | None = None
+    ) -> VllmChat:
+        """`max_output_tokens`: the version's limit on what a request may ask (vLLM's own bound is the context)."""
         from starlette.datastructures import State
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.entrypoints.launchers.api_server.app_state import init_app_state
@@ -134,17 +139,17 @@ class VllmChat:
         engine = AsyncLLM.from_engine_args(AsyncEngineArgs.from_cli_args(args), stat_loggers=loggers)
         state = State()
         await init_app_state(engine, state, args, supported_tasks=await engine.get_supported_tasks())
-        return cls(engine, state)
+        return cls(engine, state, max_output_tokens)
 
     async def create(self, request: GenerationRequest) -> EngineAnswer | ErrorInfo:
         try:
             result = await self._serve(request)
         except Exception as exc:
-            return self._error(exc)
+            return self._error(exc, request)
         if hasattr(result, "__aiter__"):  # not asked for, so never expected
             raise TypeError("vLLM answered a unary request with a stream")
         if _is_error(result):
-            return _error_info(result.error)
+            return _error_info(result.error, request)
         return EngineAnswer.model_validate(result.model_dump(mode="json"))
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[str | ErrorInfo]:
@@ -154,22 +159,23 @@ class VllmChat:
         try:
             result = await self._serve(request)
         except Exception as exc:
-            yield self._error(exc)
+            yield self._error(exc, request)
             return
         if _is_error(result):
-            yield _error_info(result.error)
+            yield _error_info(result.error, request)
             return
         async for event in relayed(result):
             yield event
 
     async def _serve(self, request: GenerationRequest) -> Any:
+        check_output_limit(request, self._max_output_tokens)
         if isinstance(request, ChatCompletionRequest):
             chat = self._chat_request.model_validate(_fields(request, self._chat_request))
             return await self._chat.create_chat_completion(chat, None)
         completion = self._completion_request.model_validate(_fields(request, self._completion_request))
         return await self._completion.create_completion(completion, None)
 
-    def _error(self, exc: Exception) -> ErrorInfo:
+    def _error(self, exc: Exception, request: GenerationRequest) -> ErrorInfo:
         from vllm.entrypoints.serve.exception_handling.error_response import create_error_response
         from vllm.exceptions import GenerationError, VLLMError
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -178,7 +184,7 @@ class VllmChat:
             return ServiceUnavailable(f"The engine could not finish the request ({exc}); retry shortly.").info()
         if isinstance(exc, OpenAIError) or not isinstance(exc, VLLMError | ValueError | TypeError):
             return to_error_info(exc)
-        return _error_info(create_error_response(exc).error)
+        return _error_info(create_error_response(exc).error, request)
 
     async def _metered_generate(self, prompt: Any, params: Any, request_id: str, *args: Any, **kwargs: Any) -> Any:
         """The engine's `generate`, counting the request and adding its time and tokens to the request's meter."""
@@ -265,8 +271,13 @@ def _is_error(result: Any) -> bool:
     return type(result).__name__ == "ErrorResponse"
 
 
-def _error_info(error: Any) -> ErrorInfo:
+def _error_info(error: Any, request: GenerationRequest) -> ErrorInfo:
+    """vLLM's error in the graph's terms; a prompt over the context is OpenAI's `context_length_exceeded` on the
+    field that holds the prompt, as the transformers engine answers it."""
     status = int(error.code)
+    if status == 400 and "maximum context length" in error.message:
+        where = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
+        return ContextLengthExceeded(error.message, param=where).info()
     kind = "invalid_request_error" if status < 500 else "server_error"
     return ErrorInfo(status=status, message=error.message, type=kind, param=error.param)
 

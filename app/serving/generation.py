@@ -44,6 +44,16 @@ class Limits:
     max_output_tokens: int
 
 
+def check_output_limit(request: GenerationRequest, limit: int) -> None:
+    """The version's `max_output_tokens`: a request that asks for more is a 400 naming the field it used."""
+    wanted = request.requested_max_tokens()
+    if wanted is not None and wanted > limit:
+        field = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
+        raise InvalidRequest(
+            f"{field} is too large: {wanted}. This model supports at most {limit} completion tokens.", param=field
+        )
+
+
 def sse(payload: str) -> str:
     return f"data: {payload}\n\n"
 
@@ -80,12 +90,8 @@ class GenerationService:
         if not prompt_ids:
             raise InvalidRequest("The prompt is empty.", param=param)
         context, limit, used = self._limits.max_model_len, self._limits.max_output_tokens, len(prompt_ids)
+        check_output_limit(request, limit)
         wanted = request.requested_max_tokens()
-        if wanted is not None and wanted > limit:
-            field = "max_completion_tokens" if getattr(request, "max_completion_tokens", None) else "max_tokens"
-            raise InvalidRequest(
-                f"{field} is too large: {wanted}. This model supports at most {limit} completion tokens.", param=field
-            )
         if used >= context:
             raise ContextLengthExceeded(
                 f"This model's maximum context length is {context} tokens. However, your {where} resulted in "

@@ -113,6 +113,17 @@ def test_client_errors(client: openai.OpenAI) -> None:
     with pytest.raises(openai.APIStatusError) as big:
         client.embeddings.create(model=EMBED_MODEL, input=["x" * 600_000, "y" * 600_000])
     assert big.value.status_code == 413
+    for version in ({"x-experiment": "smollm2-v1"}, {"x-experiment": "smollm2-v2"}):  # both engines say the same
+        with pytest.raises(openai.BadRequestError) as long:
+            client.chat.completions.create(
+                model=CHAT_MODEL, messages=[{"role": "user", "content": "hello " * 3000}], extra_headers=version
+            )
+        assert (long.value.code, long.value.param) == ("context_length_exceeded", "messages"), version
+        with pytest.raises(openai.BadRequestError) as over:
+            client.chat.completions.create(
+                model=CHAT_MODEL, messages=QUESTION, max_completion_tokens=5000, extra_headers=version
+            )
+        assert over.value.param == "max_completion_tokens" and "1024" in over.value.message, version
 
 
 def test_disconnect_aborts_the_generation(default_graph: str) -> None:

@@ -89,3 +89,20 @@ async def test_a_stream_of_only_openings_is_still_sent() -> None:
 async def test_a_tool_call_delta_is_output() -> None:
     call = event(choices=[{"index": 0, "delta": {"tool_calls": [{"index": 0}]}, "finish_reason": None}])
     assert [e async for e in relayed(events(OPEN, call))] == [OPEN + call]
+
+
+def test_vllms_context_error_is_context_length_exceeded_on_the_prompt_field() -> None:
+    from types import SimpleNamespace
+
+    from app.engines.vllm_chat import _error_info
+    from app.protocol import ChatCompletionRequest, CompletionRequest
+
+    error = SimpleNamespace(
+        code=400, message="This model's maximum context length is 2048 tokens. However, ...", param="input_tokens"
+    )
+    chat = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "x"}]})
+    info = _error_info(error, chat)
+    assert (info.status, info.code, info.param) == (400, "context_length_exceeded", "messages")
+    assert _error_info(error, CompletionRequest(model="m", prompt="x")).param == "prompt"
+    other = _error_info(SimpleNamespace(code=400, message="bad top_k", param="top_k"), chat)
+    assert (other.code, other.param, other.type) == (None, "top_k", "invalid_request_error")
