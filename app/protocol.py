@@ -367,6 +367,17 @@ class ChatCompletionRequest(SamplingFields):
 
 
 TokenIds = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)]
+
+
+def _entries(value: str | list[str] | list[int] | list[list[int]]) -> list[str | list[int]]:
+    """A prompt or input field (a text, texts, token ids, or lists of them) as one entry per text or id list."""
+    if isinstance(value, str):
+        return [value]
+    if all(isinstance(item, int) for item in value):
+        return [list(value)]  # type: ignore[arg-type]
+    return list(value)  # type: ignore[arg-type]
+
+
 Prompt = str | Annotated[list[str], Field(min_length=1)] | TokenIds | Annotated[list[TokenIds], Field(min_length=1)]
 
 
@@ -381,11 +392,7 @@ class CompletionRequest(SamplingFields):
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: a text, or token ids."""
-        if isinstance(self.prompt, str):
-            return [self.prompt]
-        if all(isinstance(item, int) for item in self.prompt):
-            return [list(self.prompt)]  # type: ignore[arg-type]
-        return list(self.prompt)  # type: ignore[arg-type]
+        return _entries(self.prompt)
 
     def prompt_text(self) -> str:
         """The one text prompt (engines that serve only that are kept from other prompts by the capability check)."""
@@ -434,11 +441,7 @@ class EmbeddingRequest(ModelRequest):
 
     def inputs(self) -> list[str | list[int]]:
         """One entry per input: a text, or token ids."""
-        if isinstance(self.input, str):
-            return [self.input]
-        if all(isinstance(item, int) for item in self.input):
-            return [list(self.input)]  # type: ignore[arg-type]
-        return list(self.input)  # type: ignore[arg-type]
+        return _entries(self.input)
 
 
 class RerankRequest(ModelRequest):

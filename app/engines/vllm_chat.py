@@ -278,12 +278,14 @@ def _error_info(error: Any, request: GenerationRequest) -> ErrorInfo:
     if status == 400 and "maximum context length" in error.message:
         where = "messages" if isinstance(request, ChatCompletionRequest) else "prompt"
         return ContextLengthExceeded(error.message, param=where).info()
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return ErrorInfo(status=status, message=error.message, type=kind, param=error.param)
+    return _info(status, error.message, error.param)
 
 
 def _stream_error(event: str) -> ErrorInfo:
     error = json.loads(event.removeprefix("data: "))["error"]
-    status = int(error.get("code") or 500)
+    return _info(int(error.get("code") or 500), error.get("message", ""), error.get("param"))
+
+
+def _info(status: int, message: str, param: str | None) -> ErrorInfo:
     kind = "invalid_request_error" if status < 500 else "server_error"
-    return ErrorInfo(status=status, message=error.get("message", ""), type=kind, param=error.get("param"))
+    return ErrorInfo(status=status, message=message, type=kind, param=param)
