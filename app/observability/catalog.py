@@ -9,7 +9,7 @@ histograms by their buckets (quantiles, `_count`); counters are exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 RAY_PREFIX = "ray_"
@@ -28,7 +28,7 @@ class MetricSpec:
     description: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] = ()
-    producer: str | None = None  # the deployment that records it; None: nothing records it yet
+    producer: str = field(kw_only=True)  # the deployment(s) that record it
 
     @property
     def exported(self) -> str:
@@ -73,7 +73,7 @@ LATENCY = MetricSpec(
     "End-to-end latency at the ingress: from the request reaching it to the last byte of the answer.",
     (*REQUEST, "status"),
     LATENCY_BUCKETS_S,
-    INGRESS,
+    producer=INGRESS,
 )
 TTFT = MetricSpec(
     "inference_graph_time_to_first_token_seconds",
@@ -81,7 +81,7 @@ TTFT = MetricSpec(
     "Time to the first generated token, as seen at the ingress.",
     REQUEST,
     LATENCY_BUCKETS_S,
-    INGRESS,
+    producer=INGRESS,
 )
 PROMPT_TOKENS = MetricSpec(
     "inference_graph_prompt_tokens",
@@ -103,7 +103,7 @@ OVERHEAD = MetricSpec(
     "The graph's own time per request: end-to-end latency at the ingress less the time inside the engine.",
     ("model", "version", "route"),
     OVERHEAD_BUCKETS_S,
-    INGRESS,
+    producer=INGRESS,
 )
 UPSTREAM = MetricSpec(
     "inference_graph_upstream_requests",
@@ -153,7 +153,7 @@ BATCH_SIZE = MetricSpec(
     "Requests merged into one batch by @serve.batch.",
     ("model", "version"),
     BATCH_SIZE_BUCKETS,
-    f"{CHAT} (transformers engine), {ENCODER}",
+    producer=f"{CHAT} (transformers engine), {ENCODER}",
 )
 BATCH_WAIT = MetricSpec(
     "inference_graph_batch_wait_seconds",
@@ -161,7 +161,7 @@ BATCH_WAIT = MetricSpec(
     "How long a batch's first request waited for the batch to start (the longest wait in the batch).",
     ("model", "version"),
     BATCH_WAIT_BUCKETS_S,
-    f"{CHAT} (transformers engine), {ENCODER}",
+    producer=f"{CHAT} (transformers engine), {ENCODER}",
 )
 MODEL_LOAD = MetricSpec(
     "inference_graph_model_load_seconds",

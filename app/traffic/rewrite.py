@@ -1,4 +1,4 @@
-"""Rewrite rules at the ingress (pattern 1): match on path, headers and model; rewrite path, model, headers."""
+"""Rewrite rules at the ingress: match on path, headers and model; rewrite path, model, headers."""
 
 from __future__ import annotations
 

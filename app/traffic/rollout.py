@@ -1,4 +1,4 @@
-"""Progressive rollout of a canary (pattern 3): step its weight up while its gates hold; roll back at once when not.
+"""Progressive rollout of a canary: step its weight up while its gates hold; roll back at once when not.
 
 The state machine is pure: outcomes are recorded, `tick()` judges, a clock is passed in. The RolloutController
 deployment owns one Rollout per model and runs `tick()` off the request path.

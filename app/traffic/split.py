@@ -1,4 +1,4 @@
-"""Weighted, sticky version choice (pattern 3): the same user keeps the same version while the weights stand."""
+"""Weighted, sticky version choice: the same user keeps the same version while the weights stand."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Token-aware tiers (pattern 2): the exact prompt + max_tokens count picks the smallest tier that fits."""
+"""Token-aware tiers: the exact prompt + max_tokens count picks the smallest tier that fits."""
 
 from __future__ import annotations
 
