@@ -6,6 +6,7 @@ One module per domain: `models` (models and their versions), `traffic` (retries,
 
 from app.config.base import PROJECT_ROOT, Strict
 from app.config.graph import (
+    GRAPH_IMPORT_PATH,
     CapacityCheck,
     ConfigError,
     GraphConfig,
@@ -13,6 +14,7 @@ from app.config.graph import (
     ObservabilityConfig,
     deployment_name,
     load_config,
+    parse_config,
 )
 from app.config.guards import AuthConfig, CacheBackend, CacheConfig, GuardsConfig, LimitsConfig, Priority, QueueConfig
 from app.config.models import (
@@ -48,6 +50,7 @@ from app.config.traffic import (
 
 __all__ = [
     "ENGINES_BY_ROLE",
+    "GRAPH_IMPORT_PATH",
     "PROJECT_ROOT",
     "AuthConfig",
     "AutoscalingConfig",
@@ -89,4 +92,5 @@ __all__ = [
     "WeightsSource",
     "deployment_name",
     "load_config",
+    "parse_config",
 ]

@@ -14,8 +14,9 @@ from app.config.base import Strict
 from app.config.guards import GuardsConfig, LimitsConfig
 from app.config.models import ModelConfig, ModelVersion, Role
 from app.config.traffic import RoutingConfig
-from app.weights import WeightsNotPrepared, default_weights_dir
+from app.weights import PackagedWeights, WeightsNotPrepared, default_weights_dir
 
+GRAPH_IMPORT_PATH = "deployments.graph:build_app"  # the serve application whose `args` are a GraphConfig
 
 class IngressConfig(Strict):
     num_replicas: int = Field(default=1, ge=1, le=1024, description="Ingress replicas.")
@@ -132,6 +133,11 @@ class GraphConfig(Strict):
                     missing.append(f"  {where}: no folder at {path}")
         return missing
 
+    def packaged_weights(self) -> list[PackagedWeights]:
+        """The packages that ship this graph's weights, each once, in the order the versions name them."""
+        named = (version.weights.package for model in self.models for version in model.versions)
+        return list(dict.fromkeys(package for package in named if package is not None))
+
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 
@@ -140,15 +146,22 @@ class ConfigError(ValueError):
     """A serve config that does not validate; the message names each field and its value."""
 
 
-def load_config(args: dict[str, Any]) -> GraphConfig:
+def parse_config(args: dict[str, Any]) -> GraphConfig:
+    """The graph's config from the application's `args`, without looking for its weights (`load_config` does)."""
     try:
-        config = GraphConfig.model_validate(args)
+        return GraphConfig.model_validate(args)
     except ValidationError as exc:
         lines = [
             f"  {'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']} (got {_short(err.get('input'))})"
             for err in exc.errors()
         ]
         raise ConfigError("invalid serve config:\n" + "\n".join(lines)) from None
+
+
+def load_config(args: dict[str, Any]) -> GraphConfig:
+    """The graph's config from the application's `args`, once every version's weights are found (unless
+    `verify_weights` is off)."""
+    config = parse_config(args)
     missing = config.missing_weights() if config.verify_weights else []
     if missing:
         raise ConfigError("model weights not found:\n" + "\n".join(missing))

