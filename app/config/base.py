@@ -12,3 +12,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]  # files the config names (ch
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def repeated(names: list[str]) -> list[str]:
+    """The names that appear more than once, sorted."""
+    return sorted({name for name in names if names.count(name) > 1})

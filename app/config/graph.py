@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from app.config.base import Strict
+from app.config.base import Strict, repeated
 from app.config.guards import GuardsConfig, LimitsConfig
 from app.config.models import ModelConfig, ModelVersion, Role
 from app.config.traffic import RoutingConfig
@@ -89,7 +89,7 @@ class GraphConfig(Strict):
     @model_validator(mode="after")
     def _unique_names(self) -> GraphConfig:
         names = [m.name for m in self.models]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        duplicates = repeated(names)
         if duplicates:
             raise ValueError(f"model name(s) {duplicates} appear more than once")
         routing = self.routing

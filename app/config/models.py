@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from app.config.base import NAME_PATTERN, PROJECT_ROOT, Strict
+from app.config.base import NAME_PATTERN, PROJECT_ROOT, Strict, repeated
 from app.config.guards import QueueConfig
 from app.config.traffic import BreakerConfig, FaultConfig, RetryConfig, RolloutConfig
 from app.weights import PackagedWeights, resolve
@@ -333,7 +333,7 @@ class ModelConfig(Strict):
     @model_validator(mode="after")
     def _check_versions(self) -> ModelConfig:
         labels = [v.version for v in self.versions]
-        duplicates = sorted({label for label in labels if labels.count(label) > 1})
+        duplicates = repeated(labels)
         if duplicates:
             raise ValueError(f"model {self.name!r} lists version(s) {duplicates} more than once")
         if self.default_version is not None and self.default_version not in labels:

@@ -2,6 +2,7 @@ import pytest
 from pydantic import ValidationError
 
 from app.config import PROJECT_ROOT, Strict, TierConfig
+from app.config.base import repeated
 
 
 class Sample(Strict):
@@ -26,3 +27,8 @@ def test_names_are_short_and_start_with_a_letter_or_digit() -> None:
 def test_config_paths_are_relative_to_the_project_root() -> None:
     assert (PROJECT_ROOT / "serve_config.yaml").is_file()
     assert (PROJECT_ROOT / "app" / "config" / "__init__.py").is_file()
+
+
+def test_repeated_names_are_listed_once_sorted() -> None:
+    assert repeated(["b", "a", "b", "c", "a", "b"]) == ["a", "b"]
+    assert repeated(["a", "b"]) == []
