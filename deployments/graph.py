@@ -9,7 +9,6 @@ import ray
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from app.capacity import asks, report, unplaced
 from app.config import (
     CapacityCheck,
     ConfigError,
@@ -23,6 +22,7 @@ from app.config import (
     load_config,
 )
 from app.engines.vllm_chat import cpu_environment
+from app.placement import CONTROLLER_CPUS, Node, pack, replicas, report, tensor_parallel_bundles
 from deployments.chat_model import ChatModel
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
@@ -49,12 +49,10 @@ def bind_graph(config: GraphConfig) -> Application:
             else:
                 bound = deployment.bind(model, version, weights_dir, config.limits)
             handles.setdefault(model.name, {})[version.version] = bound
-    rollouts = any(m.rollout is not None for m in config.models)
-    controller = (
-        RolloutController.options(ray_actor_options={"num_cpus": 0.05}).bind(config)  # type: ignore[attr-defined]
-        if rollouts
-        else None
-    )
+    controller: Application | None = None
+    if any(m.rollout is not None for m in config.models):
+        actor = {"num_cpus": CONTROLLER_CPUS}
+        controller = RolloutController.options(ray_actor_options=actor).bind(config)  # type: ignore[attr-defined]
     return bind_ingress(config, handles, controller)
 
 
@@ -95,14 +93,11 @@ def _deployment(model: ModelConfig, version: ModelVersion) -> Deployment:
         options["autoscaling_config"] = version.autoscaling.model_dump()
     else:
         options["num_replicas"] = version.num_replicas
-    tp = version.vllm.tensor_parallel_size
-    if tp > 1:
+    bundles = tensor_parallel_bundles(version)
+    if bundles:
         # The replica holds no GPU itself; vLLM's tensor-parallel workers take one bundle (one GPU) each.
         actor_options["num_gpus"] = 0
-        first: dict[str, float] = {"CPU": version.num_cpus}
-        if version.accelerator_type:  # the replica actor asks for it, so its bundle must hold it
-            first[f"accelerator_type:{version.accelerator_type}"] = 0.001
-        options["placement_group_bundles"] = [first] + [{"GPU": 1, "CPU": 1}] * tp
+        options["placement_group_bundles"] = bundles
         options["placement_group_strategy"] = "STRICT_PACK"
     deployment: Deployment = cls.options(ray_actor_options=actor_options, **options)
     return deployment
@@ -113,8 +108,8 @@ def check_capacity(config: GraphConfig) -> None:
     if config.capacity_check is CapacityCheck.OFF or not ray.is_initialized():
         return
     alive = [n for n in ray.nodes() if n["Alive"]]  # type: ignore[no-untyped-call]
-    nodes = [(float(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0))) for n in alive]
-    missing = unplaced(asks(config), nodes)
+    nodes = [Node(float(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0))) for n in alive]
+    missing = pack(replicas(config), nodes)
     if not missing:
         return
     if config.capacity_check is CapacityCheck.FAIL:
