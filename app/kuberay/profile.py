@@ -8,9 +8,7 @@ from typing import Any
 
 import yaml
 
-from app.config import GraphConfig, load_config
-
-IMPORT_PATH = "deployments.graph:build_app"
+from app.config import GRAPH_IMPORT_PATH, GraphConfig, load_config
 
 
 class ProfileError(ValueError):
@@ -39,8 +37,8 @@ class ServeProfile:
 def load_profile(path: Path) -> ServeProfile:
     document = yaml.safe_load(path.read_text())
     apps = document.get("applications") or []
-    if len(apps) != 1 or apps[0].get("import_path") != IMPORT_PATH:
-        raise ProfileError(f"{path}: expected one application with import_path {IMPORT_PATH}")
+    if len(apps) != 1 or apps[0].get("import_path") != GRAPH_IMPORT_PATH:
+        raise ProfileError(f"{path}: expected one application with import_path {GRAPH_IMPORT_PATH}")
     http = document.get("http_options") or {}
     if http.get("host") != "0.0.0.0":
         raise ProfileError(f"{path}: http_options.host must be 0.0.0.0 so probes and Services reach the proxy")
