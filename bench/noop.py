@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from ray import serve
 
 from app.config import ModelConfig, ModelVersion
-from app.engines.base import ChatEngine, EngineStats, GenerationDelta, SamplingSettings
+from app.engines.base import ChatEngine, EngineStats, FinishReason, GenerationDelta, SamplingSettings
 from app.errors import ErrorInfo, to_error_info
 from app.observability.metering import MeteredChatEngine
 from app.protocol import ChatCompletionRequest
@@ -47,12 +47,11 @@ class NoopEngine:
     async def generate(
         self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
     ) -> AsyncGenerator[GenerationDelta, None]:
-        self.stats.started += 1
-        count = min(self._tokens, sampling.max_tokens)
-        for i in range(count):
-            last = i == count - 1
-            yield GenerationDelta(" ok", 1, ("length" if count == sampling.max_tokens else "stop") if last else None)
-        self.stats.finished += 1
+        with self.stats.counting():
+            count = min(self._tokens, sampling.max_tokens)
+            reason: FinishReason = "length" if count == sampling.max_tokens else "stop"
+            for i in range(count):
+                yield GenerationDelta(" ok", 1, reason if i == count - 1 else None)
 
     def check_health(self) -> None:
         return None

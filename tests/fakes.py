@@ -40,10 +40,8 @@ class ScriptedEngine:
     async def generate(
         self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
     ) -> AsyncGenerator[GenerationDelta, None]:
-        self.stats.started += 1
-        self.seen.append((list(prompt_ids), sampling))
-        finished = False
-        try:
+        with self.stats.counting():
+            self.seen.append((list(prompt_ids), sampling))
             words = self.reply[: sampling.max_tokens]
             for i, word in enumerate(words):
                 if self.fail_after is not None and i == self.fail_after:
@@ -52,17 +50,10 @@ class ScriptedEngine:
                 text = word if i == 0 else " " + word
                 if any(stop in text for stop in sampling.stop):
                     yield GenerationDelta("", 0, "stop")
-                    finished = True
                     return
                 last = i == len(words) - 1
                 reason = None if not last else ("length" if len(words) == sampling.max_tokens else "stop")
                 yield GenerationDelta(text, 1, reason)
-            finished = True
-        finally:
-            if finished:
-                self.stats.finished += 1
-            else:
-                self.stats.aborted += 1
 
     def check_health(self) -> None:
         return None

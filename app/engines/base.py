@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -47,6 +48,18 @@ class EngineStats:
     @property
     def running(self) -> int:
         return self.started - self.finished - self.aborted
+
+    @contextmanager
+    def counting(self) -> Iterator[None]:
+        """One request: started on entry, finished when the body completes, aborted when it ends with any
+        exception (a failure, a cancellation, a generator closed inside it)."""
+        self.started += 1
+        try:
+            yield
+        except BaseException:
+            self.aborted += 1
+            raise
+        self.finished += 1
 
 
 class ChatEngine(Protocol):

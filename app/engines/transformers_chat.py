@@ -64,13 +64,8 @@ class TransformersChatEngine:
     async def generate(
         self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
     ) -> AsyncGenerator[GenerationDelta, None]:
-        self.stats.started += 1
-        try:
+        with self.stats.counting():  # finished once the result is in, before the caller reads it
             result = await self.submit(GenerationCall(tuple(prompt_ids), sampling))
-        except BaseException:
-            self.stats.aborted += 1
-            raise
-        self.stats.finished += 1
         yield GenerationDelta(text=result.text, num_tokens=result.num_tokens, finish_reason=result.finish_reason)
 
     def check_health(self) -> None:

@@ -189,33 +189,28 @@ class VllmChat:
     async def _metered_generate(self, prompt: Any, params: Any, request_id: str, *args: Any, **kwargs: Any) -> Any:
         """The engine's `generate`, counting the request and adding its time and tokens to the request's meter."""
         meter, outputs = current_meter(), self._generate(prompt, params, request_id, *args, **kwargs)
-        self.stats.started += 1
-        finished = False
         try:
-            while True:
-                started = time.perf_counter()
-                try:
-                    out = await anext(outputs)
-                except StopAsyncIteration:
-                    finished = True
-                    return
-                finally:
+            with self.stats.counting():
+                while True:
+                    started = time.perf_counter()
+                    try:
+                        out = await anext(outputs)
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        if meter is not None:
+                            meter.engine_time(time.perf_counter() - started)
                     if meter is not None:
-                        meter.engine_time(time.perf_counter() - started)
-                if meter is not None:
-                    if out.prompt_token_ids is not None:
-                        meter.prompt_tokens = len(out.prompt_token_ids)
-                    meter.tokens(sum(len(o.token_ids) for o in out.outputs))
-                for o in out.outputs:
-                    finish_reason(o.finish_reason is not None, o.finish_reason)
-                yield out
-        finally:
-            if finished:
-                self.stats.finished += 1
-            else:  # vLLM aborts its own request when generate() is cancelled; abort again for other exits
-                self.stats.aborted += 1
-                await outputs.aclose()
-                await self._engine.abort(request_id)
+                        if out.prompt_token_ids is not None:
+                            meter.prompt_tokens = len(out.prompt_token_ids)
+                        meter.tokens(sum(len(o.token_ids) for o in out.outputs))
+                    for o in out.outputs:
+                        finish_reason(o.finish_reason is not None, o.finish_reason)
+                    yield out
+        except BaseException:  # vLLM aborts its own request when generate() is cancelled; abort again for other exits
+            await outputs.aclose()
+            await self._engine.abort(request_id)
+            raise
 
     def check_health(self) -> None:
         if self._engine.errored:

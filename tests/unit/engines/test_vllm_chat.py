@@ -2,6 +2,7 @@ import itertools
 import json
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -106,3 +107,65 @@ def test_vllms_context_error_is_context_length_exceeded_on_the_prompt_field() ->
     assert _error_info(error, CompletionRequest(model="m", prompt="x")).param == "prompt"
     other = _error_info(SimpleNamespace(code=400, message="bad top_k", param="top_k"), chat)
     assert (other.code, other.param, other.type) == (None, "top_k", "invalid_request_error")
+
+
+class FakeAsyncLLM:
+    """vLLM's AsyncLLM as VllmChat uses it: `generate` yields the given outputs; `abort` is recorded."""
+
+    def __init__(self, *finish_reasons: str | None) -> None:
+        self.finish_reasons = finish_reasons
+        self.aborted: list[str] = []
+        self.closed = False
+
+    async def generate(self, prompt: object, params: object, request_id: str) -> AsyncGenerator[object, None]:
+        from types import SimpleNamespace
+
+        try:
+            for reason in self.finish_reasons:
+                yield SimpleNamespace(
+                    prompt_token_ids=[1, 2, 3], outputs=[SimpleNamespace(token_ids=[7, 8], finish_reason=reason)]
+                )
+        finally:
+            self.closed = True
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+
+def vllm_chat(engine: FakeAsyncLLM) -> object:
+    """The VllmChat over `engine`; its `generate` is now the counted, metered wrapper."""
+    from types import SimpleNamespace
+
+    from app.engines.vllm_chat import VllmChat
+
+    return VllmChat(engine, SimpleNamespace(openai_serving_chat=None, openai_serving_completion=None), 16)
+
+
+async def test_a_request_read_to_its_end_is_finished_and_metered() -> None:
+    from app.observability.metering import metering
+
+    engine = FakeAsyncLLM(None, "stop")
+    chat: Any = vllm_chat(engine)
+    with metering() as meter:
+        outputs = [out async for out in engine.generate("p", None, "r1")]  # type: ignore[attr-defined]
+    assert len(outputs) == 2 and (meter.prompt_tokens, meter.completion_tokens) == (3, 4)
+    assert (chat.stats.finished, chat.stats.aborted, chat.stats.running) == (1, 0, 0)
+    assert engine.aborted == []
+
+
+async def test_a_request_closed_early_is_aborted_in_the_engine() -> None:
+    engine = FakeAsyncLLM(None, None, "stop")
+    chat: Any = vllm_chat(engine)
+    outputs = engine.generate("p", None, "r1")  # type: ignore[attr-defined]
+    await anext(outputs)
+    await outputs.aclose()
+    assert (chat.stats.finished, chat.stats.aborted, chat.stats.running) == (0, 1, 0)
+    assert engine.aborted == ["r1"] and engine.closed
+
+
+async def test_a_request_vllm_ended_early_is_a_503_and_aborted() -> None:
+    engine = FakeAsyncLLM("abort")
+    chat: Any = vllm_chat(engine)
+    with pytest.raises(ServiceUnavailable):
+        _ = [out async for out in engine.generate("p", None, "r1")]  # type: ignore[attr-defined]
+    assert (chat.stats.finished, chat.stats.aborted) == (0, 1) and engine.aborted == ["r1"]
