@@ -18,8 +18,8 @@ from app.errors import ErrorInfo, to_error_info
 from app.observability.metering import MeteredChatEngine
 from app.protocol import ChatCompletionRequest
 from app.serving.generation import GenerationService, Limits
-from app.traffic.faults import FaultInjector
 from deployments.chat_model import ChatModel
+from deployments.replica import serve_model_replica
 
 NOOP_TOKENS = 16  # deltas per answer, unless max_tokens asks for fewer
 NOOP_CONTEXT = 4096
@@ -74,8 +74,7 @@ class NoopChat(ChatModel.func_or_class):  # type: ignore[misc,name-defined]
     def __init__(self, model: ModelConfig, version: ModelVersion) -> None:
         self.engine = NoopEngine()
         self.service = noop_service(model.name, MeteredChatEngine(self.engine))
-        self.faults = FaultInjector(None)
-        self._replica = serve.get_replica_context().replica_id.unique_id
+        self._replica = serve_model_replica(model, version)
 
 
 def plain_app(model: str) -> FastAPI:
