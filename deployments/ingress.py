@@ -42,7 +42,7 @@ from deployments.upstream import Handles, ServeUpstream
 
 logger = logging.getLogger("ray.serve")
 CATCH_ALL = "/{path:path}"
-GAUGE_REFRESH_S = 5.0  # breakers also change with time alone (open -> half-open): their gauges are re-read this often
+BREAKER_POLL_S = 5.0  # breakers also change with time alone (open -> half-open): their states are read this often
 api = FastAPI(title="inference-graph", description="OpenAI-compatible inference graph on Ray Serve.")
 
 
@@ -151,7 +151,7 @@ class Ingress:
         self._observer = RequestObserver(
             config, self._metrics, RequestLog(logs.resolved_request_log_path()) if logs.request_log else None
         )
-        self._gauges: asyncio.Task[None] | None = None
+        self._breaker_poll: asyncio.Task[None] | None = None
         self._gate = Gate(config)
         self._dispatcher = Dispatcher(
             config, self._routers, self._gate, self._observer, self._metrics, self._outcomes, self._upstream
@@ -267,14 +267,14 @@ class Ingress:
     def _ensure_syncing(self) -> None:
         if self._controller is not None and (self._syncer is None or self._syncer.done()):
             self._syncer = asyncio.get_running_loop().create_task(self._sync_forever())
-        if self._gauges is None or self._gauges.done():
-            self._gauges = asyncio.get_running_loop().create_task(self._refresh_gauges_forever())
+        if self._breaker_poll is None or self._breaker_poll.done():
+            self._breaker_poll = asyncio.get_running_loop().create_task(self._poll_breakers_forever())
 
-    async def _refresh_gauges_forever(self) -> None:
+    async def _poll_breakers_forever(self) -> None:
         while True:
             for name, router in self._routers.items():
                 self._metrics.breakers(name, router.breaker_states())
-            await asyncio.sleep(GAUGE_REFRESH_S)
+            await asyncio.sleep(BREAKER_POLL_S)
 
     async def _sync_forever(self) -> None:
         while True:

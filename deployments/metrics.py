@@ -23,7 +23,7 @@ from app.observability.record import RequestRecord
 logger = logging.getLogger("ray.serve")
 Metric = Counter | Gauge | Histogram
 FLUSH_S = 1.0  # counters handed to Ray this often
-GAUGE_REFRESH_S = 4.0  # under Ray's export interval (metrics_report_interval_ms, 10 s by default)
+GAUGE_RESEND_S = 4.0  # gauges' last values set again this often, under Ray's export interval (10 s by default)
 Key = tuple[int, tuple[str, ...]]
 
 
@@ -191,20 +191,20 @@ class GraphMetrics:
         for counter, tags, value in counts.values():
             counter.inc(value, tags)
 
-    def _refresh_gauges(self) -> None:
+    def _resend_gauges(self) -> None:
         with self._lock:
             current = list(self._gauges.values())
         for gauge, tags, value in current:
             gauge.set(value, tags)
 
     def _background(self) -> None:
-        refreshed = time.monotonic()
+        resent = time.monotonic()
         while True:
             time.sleep(FLUSH_S)
             try:
                 self.flush()
-                if time.monotonic() - refreshed >= GAUGE_REFRESH_S:
-                    refreshed = time.monotonic()
-                    self._refresh_gauges()
+                if time.monotonic() - resent >= GAUGE_RESEND_S:
+                    resent = time.monotonic()
+                    self._resend_gauges()
             except Exception:  # one bad value must not end the metrics of the whole process
                 logger.exception("handing metrics to Ray failed")
