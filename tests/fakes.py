@@ -1,4 +1,4 @@
-"""Test doubles for unit tests: a character tokenizer and a scripted engine. Never used by the product."""
+"""Test doubles for unit tests: a manual clock, a character tokenizer, a scripted engine. Never used by the product."""
 
 from __future__ import annotations
 
@@ -11,6 +11,16 @@ import numpy as np
 
 from app.engines.base import EngineStats, GenerationDelta, SamplingSettings, Vectors
 from app.serving.embedding import EncoderService
+
+
+class ManualClock:
+    """A clock that moves only when a test sets or advances `now`."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
 
 
 class CharTokenizer:

@@ -11,14 +11,7 @@ from app.config import ModelConfig
 from app.errors import ErrorInfo
 from app.observability.metering import current_meter
 from app.replica import RECENT_BATCHES, ModelReplica
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import ManualClock
 
 
 class RecordedMetrics:
@@ -40,14 +33,16 @@ class RecordedMetrics:
         self.events.append(("prefix", model, version, queried_tokens, hit_tokens))
 
 
-def replica(clock: Clock, metrics: RecordedMetrics, loading_since: float | None = None, **version: Any) -> ModelReplica:
+def replica(
+    clock: ManualClock, metrics: RecordedMetrics, loading_since: float | None = None, **version: Any
+) -> ModelReplica:
     settings = {"version": "v2", "engine": "sentence-transformers", "weights": {"path": "/w"}, **version}
     model = ModelConfig.model_validate({"name": "e", "role": "embedding", "versions": [settings]})
     return ModelReplica(model, model.versions[0], "replica-1", metrics, clock=clock, loading_since=loading_since)
 
 
 def test_the_load_time_runs_from_creation_or_from_when_loading_began() -> None:
-    clock, metrics = Clock(), RecordedMetrics()
+    clock, metrics = ManualClock(100.0), RecordedMetrics()
     made_now, made_later = replica(clock, metrics), replica(clock, metrics, loading_since=97.5)
     clock.now = 102.0
     made_now.loaded()
@@ -57,7 +52,7 @@ def test_the_load_time_runs_from_creation_or_from_when_loading_began() -> None:
 
 
 async def test_warm_up_serves_each_text_in_turn_and_records_their_time() -> None:
-    clock, metrics = Clock(), RecordedMetrics()
+    clock, metrics = ManualClock(100.0), RecordedMetrics()
     served: list[str] = []
 
     async def serve_one(text: str) -> None:
@@ -70,12 +65,12 @@ async def test_warm_up_serves_each_text_in_turn_and_records_their_time() -> None
 
 async def test_without_warm_up_texts_no_warm_up_time_is_recorded() -> None:
     metrics = RecordedMetrics()
-    await replica(Clock(), metrics).warm_up(lambda text: asyncio.sleep(0))
+    await replica(ManualClock(100.0), metrics).warm_up(lambda text: asyncio.sleep(0))
     assert metrics.events == []
 
 
 async def test_a_batch_records_its_size_and_longest_wait_and_runs_off_the_event_loop() -> None:
-    clock, metrics = Clock(), RecordedMetrics()
+    clock, metrics = ManualClock(100.0), RecordedMetrics()
     ran_in: list[threading.Thread] = []
 
     def run(items: list[str]) -> list[str]:
@@ -91,7 +86,7 @@ async def test_a_batch_records_its_size_and_longest_wait_and_runs_off_the_event_
 
 
 async def test_only_the_most_recent_batch_sizes_are_kept() -> None:
-    r = replica(Clock(), RecordedMetrics())
+    r = replica(ManualClock(100.0), RecordedMetrics())
     await r.run_batch(list, [("oldest", 100.0), ("batch", 100.0)])
     for _ in range(RECENT_BATCHES):
         await r.run_batch(list, [("one", 100.0)])
@@ -100,12 +95,12 @@ async def test_only_the_most_recent_batch_sizes_are_kept() -> None:
 
 def test_prefix_cache_lookups_carry_the_model_and_version() -> None:
     metrics = RecordedMetrics()
-    replica(Clock(), metrics).prefix_cache(120, 64)
+    replica(ManualClock(100.0), metrics).prefix_cache(120, 64)
     assert metrics.events == [("prefix", "e", "v2", 120, 64)]
 
 
 async def test_an_answer_is_metered_on_the_replica_and_its_clock() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
 
     async def serve() -> str:
         meter = current_meter()
@@ -129,8 +124,8 @@ async def test_an_injected_fault_answers_instead_of_the_engine() -> None:
         served.append(True)
         return "answer"
 
-    reply = await replica(Clock(), RecordedMetrics(), faults={"abort_percent": 100}).answer(serve)
+    reply = await replica(ManualClock(100.0), RecordedMetrics(), faults={"abort_percent": 100}).answer(serve)
     assert isinstance(reply.value, ErrorInfo) and reply.value.code == "injected_fault" and served == []
     assert reply.report.replica == "replica-1"
-    delayed = await replica(Clock(), RecordedMetrics(), faults={"delay_ms": 1}).answer(serve)
+    delayed = await replica(ManualClock(100.0), RecordedMetrics(), faults={"delay_ms": 1}).answer(serve)
     assert delayed.value == "answer" and served == [True]
