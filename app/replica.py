@@ -38,7 +38,8 @@ class ReplicaMetrics(Protocol):
 
 class ModelReplica:
     """One replica of a model version. Its load time runs from `loading_since` (default: its creation, so a
-    deployment creates it first) to `loaded()`, on `clock`, which also times warm-up, batch waits and meters."""
+    deployment creates it first) to `loaded()`. `clock` times that, the warm-up, the meters and the batch waits (the
+    deployment queues items by the same clock)."""
 
     def __init__(
         self,
