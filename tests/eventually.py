@@ -14,8 +14,12 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+import httpx
+
 T = TypeVar("T")
 Retried = tuple[type[BaseException], ...]
+# a check that asks a server over HTTP: the server may not listen yet, or drop the connection while it starts
+HTTP_RETRIED: Retried = (AssertionError, httpx.HTTPError)
 
 
 class _Tries:

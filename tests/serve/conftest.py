@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from app.config import GraphConfig, load_config
+from tests.eventually import HTTP_RETRIED, eventually
 from tests.tiny_models import build_tiny_chat_model, build_tiny_embedding_model
 
 APP_NAME = "tiny-graph"
@@ -166,14 +167,33 @@ def app_beside(graph: str, config: GraphConfig, name: str) -> Iterator[str]:
 
 
 def wait_ready(base: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            last = httpx.get(f"{base}/ready", timeout=5)
-            if last.status_code == 200:
-                return
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.5)
-    raise TimeoutError(f"graph not ready after {timeout_s}s: {last}")
+    """Until the graph at `base` answers /ready with 200 (every deployment of it up)."""
+
+    def ready() -> None:
+        response = httpx.get(f"{base}/ready", timeout=5)
+        assert response.status_code == 200, f"{response.status_code} {response.text[:200]}"
+
+    eventually(ready, what=f"{base}/ready to answer 200", timeout_s=timeout_s, interval_s=0.5, retry_on=HTTP_RETRIED)
+
+
+def rollout_state(base: str, model: str) -> dict[str, Any]:
+    """`model`'s rollout, as GET /admin/rollouts reports it."""
+    states = httpx.get(f"{base}/admin/rollouts", timeout=30).json()["rollouts"]
+    return next(s for s in states if s["model"] == model)
+
+
+def drive_rollout(
+    base: str, model: str, send: Callable[[int], httpx.Response], timeout_s: float = 90
+) -> tuple[dict[str, Any], list[int]]:
+    """Requests four at a time (`send(i)` sends the i-th) until `model`'s rollout ends, rolled back or promoted: its
+    state then, and the status of every request sent."""
+    statuses: list[int] = []
+
+    def ended() -> dict[str, Any]:
+        for _ in range(4):
+            statuses.append(send(len(statuses)).status_code)
+        state = rollout_state(base, model)
+        assert state["phase"] in ("rolled-back", "promoted"), state
+        return state
+
+    return eventually(ended, what=f"the rollout of {model} to end", timeout_s=timeout_s, interval_s=0), statuses

@@ -7,7 +7,6 @@ A third application under the route prefix /declarative, next to the tiny graph.
 from __future__ import annotations
 
 import concurrent.futures
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.eventually import eventually
 from tests.serve.conftest import file_keys_auth, tiny_chat_version, tiny_encoder_version
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,15 +58,15 @@ def deploy(config: dict[str, Any], timeout_s: float = 120) -> None:
     from ray.serve.schema import ServeDeploySchema
 
     _get_global_client().deploy_apps(ServeDeploySchema.model_validate({"applications": [config]}))
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def running() -> None:
         app = serve.status().applications.get(APP)
-        if app is not None and app.status == "RUNNING" and all(d.status == "HEALTHY" for d in app.deployments.values()):
-            return
         if app is not None and app.status == "DEPLOY_FAILED":
-            raise RuntimeError(app.message)
-        time.sleep(0.5)
-    raise TimeoutError(f"{APP} not running after {timeout_s}s: {serve.status().applications.get(APP)}")
+            raise RuntimeError(app.message)  # it will not run: no use waiting
+        assert app is not None and app.status == "RUNNING", app
+        assert all(d.status == "HEALTHY" for d in app.deployments.values()), app
+
+    eventually(running, what=f"{APP} to run with every deployment healthy", timeout_s=timeout_s, interval_s=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from app.config import ConfigError, load_config
+from tests.eventually import eventually
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,12 +37,13 @@ def test_four_half_gpu_replicas_land_two_per_gpu(graph: str, tiny_paths: tuple[P
     try:
         handle = serve.get_deployment_handle("embedding-pooled-embed-v1", app_name="gpu-pool")
         seen: dict[str, list[str]] = {}
-        for _ in range(200):
+
+        def all_four_answered() -> None:
             where = handle.placement.remote().result(timeout_s=30)
             seen[where["replica"]] = where["gpu_ids"]
-            if len(seen) == 4:
-                break
-        assert len(seen) == 4, seen
+            assert len(seen) == 4, seen
+
+        eventually(all_four_answered, what="each of the four replicas to report its GPU", timeout_s=60, interval_s=0)
         assert all(len(ids) == 1 for ids in seen.values())  # a fraction sits on one GPU
         per_gpu = sorted([ids[0] for ids in seen.values()].count(g) for g in {ids[0] for ids in seen.values()})
         assert per_gpu == [2, 2]

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from app.config import load_config
-from tests.serve.conftest import app_beside, tiny_chat_version
+from tests.eventually import eventually
+from tests.serve.conftest import app_beside, drive_rollout, tiny_chat_version
 
 pytestmark = pytest.mark.timeout(300)
 APP = "lifecycle"
@@ -141,10 +142,11 @@ def test_a_stream_past_the_request_timeout_ends_with_an_error_event(lifecycle: s
     assert json.loads(data[-2])["error"]["code"] == "timeout" and data[-1] == "[DONE]"
     assert TIMEOUT_S <= elapsed < TIMEOUT_S + 1.5
     handle = serve.get_deployment_handle("chat-l-slow-stream-v1", app_name=APP)
-    deadline = time.monotonic() + 15
-    while handle.stats.remote().result(timeout_s=10).running and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert handle.stats.remote().result(timeout_s=10).running == 0
+
+    def ended() -> None:
+        assert handle.stats.remote().result(timeout_s=10).running == 0
+
+    eventually(ended, what="the replica to end the timed-out stream's request", timeout_s=15)
 
 
 def test_streams_hold_their_admission_slot_until_they_end(lifecycle: str) -> None:
@@ -181,16 +183,9 @@ def test_streams_that_fail_mid_way_open_their_versions_breaker(lifecycle: str) -
 
 
 def test_a_canary_whose_streams_fail_mid_way_is_rolled_back(lifecycle: str) -> None:
-    deadline = time.monotonic() + 90
-    state: dict[str, object] = {}
-    sent = 0
-    while time.monotonic() < deadline:
-        for _ in range(4):
-            post(lifecycle, body("l-canary", stream=True, user=f"u{sent}"))
-            sent += 1
-        states = httpx.get(f"{lifecycle}/admin/rollouts", timeout=30).json()["rollouts"]
-        state = next(s for s in states if s["model"] == "l-canary")
-        if state["phase"] in ("rolled-back", "promoted"):
-            break
+    def send(i: int) -> httpx.Response:
+        return post(lifecycle, body("l-canary", stream=True, user=f"u{i}"))
+
+    state, _ = drive_rollout(lifecycle, "l-canary", send)
     assert state["phase"] == "rolled-back", state
-    assert "gate failed: error rate" in state["history"][-1]["reason"]  # type: ignore[index]
+    assert "gate failed: error rate" in state["history"][-1]["reason"]

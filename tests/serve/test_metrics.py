@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from app.observability import catalog, dashboard
 from app.traffic.rollout import Phase
 from app.traffic.split import choose_version
 from tests.conftest import TEST_METRICS_PORT
+from tests.eventually import HTTP_RETRIED, eventually
 
 pytestmark = pytest.mark.timeout(300)
 T = TypeVar("T")
@@ -59,16 +59,10 @@ def gauges(samples: list[Sample], name: str, keys: tuple[str, ...], **where: str
     return out
 
 
-def eventually(check: Callable[[], T], timeout_s: float = 60) -> T:
-    """Ray exports metrics every few seconds: retry a check until it passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            return check()
-        except (AssertionError, KeyError, httpx.HTTPError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(1)
+def exported(check: Callable[[], T], what: str, timeout_s: float = 60) -> T:
+    """Ray exports metrics every few seconds: `check` on a scrape, retried until the port has what it looks for (a
+    family not there yet is a KeyError)."""
+    return eventually(check, what=what, timeout_s=timeout_s, interval_s=1, retry_on=(*HTTP_RETRIED, KeyError))
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
@@ -117,7 +111,7 @@ def lines(traffic: dict[str, httpx.Response], request_log_path: Path) -> dict[st
         assert wanted <= set(entries), f"missing log lines: {wanted - set(entries)}"
         return entries
 
-    return eventually(found, timeout_s=20)
+    return eventually(found, what="a request log line for every response", timeout_s=20)
 
 
 def test_responses_as_expected(traffic: dict[str, httpx.Response]) -> None:
@@ -193,7 +187,7 @@ def test_request_metrics_agree_with_the_request_log(lines: dict[str, dict[str, A
         edges = {s.labels["le"] for s in latency if s.name.endswith("_bucket")}
         assert edges == {str(b) for b in catalog.LATENCY.buckets} | {"+Inf"}
 
-    eventually(check)
+    exported(check, "request metrics that agree with the request log")
 
 
 def test_route_decisions_upstream_calls_and_the_breaker(
@@ -224,7 +218,7 @@ def test_route_decisions_upstream_calls_and_the_breaker(
         assert states[("tiny-flaky", "stable")] == states[("tiny-chat", "v1")] == catalog.BREAKER_VALUES["closed"]
         assert ("tiny-rerank", "v1") in states  # every version has one, refreshed, whether or not it had traffic
 
-    eventually(check)
+    exported(check, "the route decision, upstream call and breaker metrics")
 
 
 def test_rollout_gauges_follow_the_controller(graph: str) -> None:
@@ -245,7 +239,7 @@ def test_rollout_gauges_follow_the_controller(graph: str) -> None:
             )
             assert phases == {(p,): float(p == state["phase"]) for p in PHASES}, phases
 
-    eventually(check)
+    exported(check, "rollout gauges that match the controller's state")
 
 
 def test_batches_and_model_loads(traffic: dict[str, httpx.Response], tiny_paths: tuple[Path, Path]) -> None:
@@ -283,7 +277,7 @@ def test_batches_and_model_loads(traffic: dict[str, httpx.Response], tiny_paths:
         expected = {(mc.name, v.version, v.engine.value) for mc in config.models for v in mc.versions}
         assert set(loads) == expected and all(seconds > 0 for seconds in loads.values())
 
-    eventually(check)
+    exported(check, "the batch and model load metrics")
 
 
 class ProbeProducers:
@@ -368,7 +362,7 @@ def test_probed_metrics_export_with_their_labels(probes_recorded: None) -> None:
         )
         assert routes == {("prefix",): 1}
 
-    eventually(check)
+    exported(check, "the probed metrics with their labels")
 
 
 def test_every_catalog_metric_is_on_the_metrics_port_with_its_labels(
@@ -383,7 +377,7 @@ def test_every_catalog_metric_is_on_the_metrics_port_with_its_labels(
                 assert set(spec.labels) <= set(s.labels), (spec.name, s.labels)
                 assert {"deployment", "replica", "application"} <= set(s.labels), "Ray's own labels"
 
-    eventually(check)
+    exported(check, "every catalog metric with its labels")
 
 
 def test_dashboard_queries_only_metrics_that_exist(traffic: dict[str, httpx.Response], probes_recorded: None) -> None:
@@ -394,4 +388,4 @@ def test_dashboard_queries_only_metrics_that_exist(traffic: dict[str, httpx.Resp
         missing = queried - set(scrape())
         assert not missing, f"the dashboard queries metrics that are not exported: {sorted(missing)}"
 
-    eventually(check)
+    exported(check, "every metric the dashboard queries")

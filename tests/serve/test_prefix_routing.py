@@ -7,7 +7,6 @@ A fourth application under the route prefix /prefix, next to the tiny graph."""
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +15,7 @@ import httpx
 import pytest
 
 from app.config import load_config
+from tests.eventually import eventually
 from tests.serve.conftest import app_beside, tiny_chat_version
 
 pytestmark = pytest.mark.timeout(300)
@@ -44,15 +44,15 @@ def ask(base: str, messages: list[dict[str, str]]) -> str:
 
 def replicas_of(log: Path, request_ids: list[str], timeout_s: float = 20) -> list[str]:
     """The replica that served each request, from the request log (written by the ingress's writer thread)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def logged() -> list[str]:
         lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
         served = {e["request_id"]: e.get("replica") for e in lines}
-        if all(served.get(r) for r in request_ids):
-            return [served[r] for r in request_ids]
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"request log lacks replicas for {[r for r in request_ids if not served.get(r)]}")
-        time.sleep(0.2)
+        missing = [r for r in request_ids if not served.get(r)]
+        assert not missing, f"no replica logged for {missing}"
+        return [served[r] for r in request_ids]
+
+    return eventually(logged, what="the request log to name the replica of each request", timeout_s=timeout_s)
 
 
 def test_requests_sharing_a_prefix_reach_one_replica_and_unrelated_ones_spread(

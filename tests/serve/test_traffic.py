@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
+
+from tests.eventually import eventually
+from tests.serve.conftest import drive_rollout, rollout_state
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -85,42 +87,37 @@ def test_failing_version_is_retried_and_its_breaker_sends_traffic_to_stable(grap
     assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
 
 
-def rollout_state(base: str, model: str) -> dict:
-    states = httpx.get(f"{base}/admin/rollouts", timeout=30).json()["rollouts"]
-    return next(s for s in states if s["model"] == model)
-
-
-def drive(base: str, model: str, until: set[str], timeout_s: float = 90) -> tuple[dict, list[int]]:
-    statuses: list[int] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        statuses += [chat(base, model, user=f"u{len(statuses)}").status_code for _ in range(4)]
-        state = rollout_state(base, model)
-        if state["phase"] in until:
-            return state, statuses
-    raise TimeoutError(f"{model} did not reach {until}: {rollout_state(base, model)}")
+def served_by(graph: str, model: str, user: str) -> str:
+    return chat(graph, model, user=user).headers["x-served-by"]
 
 
 def test_faulty_canary_is_rolled_back_and_clients_see_no_failures(graph: str) -> None:
-    state, statuses = drive(graph, "tiny-faulty-canary", {"rolled-back", "promoted"})
+    model = "tiny-faulty-canary"
+    state, statuses = drive_rollout(graph, model, lambda i: chat(graph, model, user=f"u{i}"))
     assert state["phase"] == "rolled-back"
     assert state["weights"] == {"stable": 100.0, "canary": 0.0}
     assert "gate failed: error rate" in state["history"][-1]["reason"]
     assert set(statuses) == {200}  # retries on stable hid every canary failure
-    time.sleep(0.5)  # ingresses follow the controller's weights within a sync interval
-    after = [chat(graph, "tiny-faulty-canary", user=f"late-{i}") for i in range(10)]
-    assert {r.headers["x-served-by"] for r in after} == {"tiny-faulty-canary@stable"}
+
+    def all_on_stable() -> None:  # ingresses follow the controller's weights within a sync interval
+        assert {served_by(graph, model, f"late-{i}") for i in range(10)} == {f"{model}@stable"}
+
+    eventually(all_on_stable, what="the ingresses to send every user to stable", timeout_s=10)
 
 
 def test_healthy_canary_is_promoted_through_every_step(graph: str) -> None:
-    state, statuses = drive(graph, "tiny-healthy-canary", {"rolled-back", "promoted"})
+    model = "tiny-healthy-canary"
+    state, statuses = drive_rollout(graph, model, lambda i: chat(graph, model, user=f"u{i}"))
     assert state["phase"] == "promoted", state["history"]
     assert state["weights"] == {"stable": 0.0, "canary": 100.0}
     reasons = [e["reason"] for e in state["history"]]
     assert reasons[0] == "started" and "step passed; canary to 100%" in reasons and reasons[-1] == "passed every step"
     assert set(statuses) == {200}
-    time.sleep(0.5)
-    assert chat(graph, "tiny-healthy-canary", user="new").headers["x-served-by"] == "tiny-healthy-canary@canary"
+
+    def on_canary() -> None:  # ingresses follow the controller's weights within a sync interval
+        assert served_by(graph, model, "new") == f"{model}@canary"
+
+    eventually(on_canary, what="the ingresses to send a new user to the canary", timeout_s=10)
 
 
 def test_rollout_admin_actions(graph: str) -> None:
