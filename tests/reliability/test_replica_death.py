@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import io
-import time
 
 import httpx
 import pytest
 
 from bench.load import Call, Progress, Sample, run_load
+from tests.eventually import eventually, eventually_async
 from tests.reliability.conftest import APP_NAME, SOLO, chat_body
 
 pytestmark = pytest.mark.timeout(300)
@@ -40,9 +40,11 @@ async def load_with_a_kill(base: str) -> tuple[list[Sample], str, int]:
     load = asyncio.create_task(
         run_load(base, call, requests=REQUESTS, concurrency=CONCURRENCY, duration_s=150, progress=progress)
     )
-    deadline = time.monotonic() + 60
-    while progress.done < 40 and time.monotonic() < deadline:  # steady load first
-        await asyncio.sleep(0.05)
+
+    def steady() -> None:
+        assert progress.done >= 40, f"{progress.done} requests done"
+
+    await eventually_async(steady, what="40 requests of steady load before the kill", timeout_s=60, interval_s=0.05)
     ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
     left = REQUESTS - progress.done
     result = await load
@@ -65,12 +67,10 @@ def test_killed_replica_is_replaced_and_unary_requests_succeed(
     with capsys.disabled():
         print(f"\n  replica death: {len(failed)} of {len(streams)} streams failed, each with a clean error")
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def replaced() -> None:
         now = replica_names()
-        if now and victim not in now:
-            break
-        time.sleep(0.5)
-    assert now and victim not in now, f"no replacement for {victim}: {now}"
+        assert now and victim not in now, f"no replacement for {victim}: {now}"
+
+    eventually(replaced, what=f"a replica to replace {victim}", timeout_s=60, interval_s=0.5)
     after = httpx.post(f"{reliability_graph}/v1/chat/completions", json=chat_body(SOLO), timeout=60)
     assert after.status_code == 200 and after.headers["x-served-by"] == f"{SOLO}@v1"
