@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
-import time
 
 import httpx
 import numpy as np
 import openai
 import pytest
+
+from app.engines.base import EngineStats
+from tests.eventually import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -142,12 +144,12 @@ def test_disconnect_aborts_the_generation(default_graph: str) -> None:
         lines = r.iter_lines()
         received = [next(lines) for _ in range(6)]
     assert any(line.startswith("data: ") for line in received)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+    def aborted() -> EngineStats:
         stats = handle.stats.remote().result(timeout_s=30)
-        if stats.aborted > before.aborted and stats.running == 0:
-            break
-        time.sleep(0.5)
+        assert stats.aborted > before.aborted and stats.running == 0, stats
+        return stats
+
+    stats = eventually(aborted, what="vLLM to abort the request the client left", timeout_s=30, interval_s=0.5)
     assert stats.aborted == before.aborted + 1, stats
     assert stats.running == 0, stats
 

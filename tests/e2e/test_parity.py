@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from app.engines.vllm_chat import cpu_environment, vllm_argv
 from tests.e2e.conftest import default_args
 from tests.e2e.test_default_graph import CHAT_MODEL, ON_VLLM, QUESTION
 from tests.e2e.test_vllm_surface import ASK_WEATHER, WEATHER
+from tests.eventually import HTTP_RETRIED, eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -56,17 +56,14 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            assert process.poll() is None, f"vLLM's server exited; see {log.name}"
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(1)
-        else:
-            raise AssertionError("vLLM's server did not start within 300 s")
+
+        def healthy() -> None:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM's server exited; see {log.name}")  # not retried: it will not start now
+            assert httpx.get(f"{base}/health", timeout=2).status_code == 200
+
+        started = f"vLLM's server to start (see {log.name})"
+        eventually(healthy, what=started, timeout_s=300, interval_s=1, retry_on=HTTP_RETRIED)
         yield base
     finally:
         process.terminate()
