@@ -14,6 +14,7 @@ import pytest
 
 from app.config import CacheConfig
 from app.guards.cache import build_cache
+from tests.eventually import eventually
 
 
 def free_port() -> int:
@@ -32,14 +33,13 @@ def redis_url() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            time.sleep(0.05)
+
+    def listening() -> None:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+
     try:
+        what = f"redis-server to listen on port {port}"
+        eventually(listening, what=what, timeout_s=10, interval_s=0.05, retry_on=(OSError,))
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         server.terminate()
@@ -52,7 +52,7 @@ async def test_round_trip_and_ttl(redis_url: str) -> None:
     assert await cache.get("k") is None
     await cache.set("k", b'{"answer": 42}')
     assert await cache.get("k") == b'{"answer": 42}'
-    await asyncio.sleep(0.4)
+    await asyncio.sleep(0.4)  # the 0.3 s TTL must pass
     assert await cache.get("k") is None
     assert cache.errors == 0
 

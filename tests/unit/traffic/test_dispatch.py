@@ -365,7 +365,7 @@ async def test_a_half_open_probe_whose_client_left_frees_the_probe() -> None:
     h = Harness(config(breaker={"failure_threshold": 1, "recovery_time_s": 0.05}), FakeUpstream())
     h.upstream.scripts = {"stable": Script(items=[Metered(event("a"), REPORT), REPORT]), "canary": Script()}
     h.router.record("stable", ok=False)
-    await asyncio.sleep(0.06)  # half-open: one probe at a time
+    await asyncio.sleep(0.06)  # the 0.05 s recovery time must pass: half-open then, one probe at a time
     first, _ = await h.dispatch(h.plan(stream=True, pinned="stable"))
     assert isinstance(first, Stream) and first.headers["x-served-by"] == "m@stable"
     first.end()
