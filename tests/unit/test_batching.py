@@ -1,15 +1,9 @@
 from app.batching import AdaptiveWindow
-
-
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import ManualClock
 
 
 def test_lone_requests_wait_only_the_floor() -> None:
-    clock = Clock()
+    clock = ManualClock()
     window = AdaptiveWindow(0.001, 0.05, 32, clock)
     assert window.arrive() == 0.001  # nothing measured yet
     for _ in range(5):
@@ -18,7 +12,7 @@ def test_lone_requests_wait_only_the_floor() -> None:
 
 
 def test_a_burst_waits_to_fill_the_batch_up_to_the_ceiling() -> None:
-    clock = Clock()
+    clock = ManualClock()
     window = AdaptiveWindow(0.001, 0.05, 8, clock, alpha=1.0)
     window.arrive()
     clock.now += 0.002  # 500 requests/s: 7 more arrive in 14 ms
@@ -28,7 +22,7 @@ def test_a_burst_waits_to_fill_the_batch_up_to_the_ceiling() -> None:
 
 
 def test_the_rate_is_smoothed() -> None:
-    clock = Clock()
+    clock = ManualClock()
     window = AdaptiveWindow(0.0, 1.0, 2, clock, alpha=0.5)
     window.arrive()
     clock.now += 0.1

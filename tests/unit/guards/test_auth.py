@@ -5,6 +5,7 @@ import pytest
 from app.config import AuthConfig
 from app.errors import Forbidden, RateLimited, Unauthorized
 from app.guards.auth import KeyRing, RateLimiter
+from tests.fakes import ManualClock
 
 
 def test_keys_from_env_and_file(tmp_path: Path) -> None:
@@ -31,15 +32,8 @@ def test_enabled_without_keys_is_a_startup_error() -> None:
         KeyRing(AuthConfig(enabled=True), env={})
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_requests_per_minute() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = RateLimiter(AuthConfig(requests_per_minute=2), clock)
     limiter.admit("a")
     limiter.admit("a")
@@ -52,7 +46,7 @@ def test_requests_per_minute() -> None:
 
 
 def test_tokens_per_minute() -> None:
-    clock = Clock()
+    clock = ManualClock()
     limiter = RateLimiter(AuthConfig(tokens_per_minute=100), clock)
     limiter.admit("a")
     limiter.charge("a", 120)

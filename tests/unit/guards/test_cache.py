@@ -5,6 +5,7 @@ import pytest
 from app.config import CacheConfig
 from app.guards.cache import MemoryStore, ResponseCache, build_cache, cache_key
 from app.protocol import ChatCompletionRequest, EmbeddingRequest
+from tests.fakes import ManualClock
 
 
 def chat(**extra: object) -> ChatCompletionRequest:
@@ -31,15 +32,8 @@ def test_key_covers_what_changes_the_answer_and_nothing_else() -> None:
     assert cache_key("m", "v1", "/v1/chat/completions", chat(user="someone")) == base
 
 
-class Clock:
-    now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_memory_store_ttl_and_lru() -> None:
-    clock = Clock()
+    clock = ManualClock()
     store = MemoryStore(ttl_s=10, max_entries=2, clock=clock)
     await store.set("a", b"1")
     await store.set("b", b"2")

@@ -16,14 +16,6 @@ OBS = ROOT / "observability"
 PROMTOOL = shutil.which("promtool")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def chat_body(**extra: object) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
         {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}

@@ -6,13 +6,13 @@ from collections.abc import AsyncGenerator, Sequence
 
 from app.engines.base import EngineStats, GenerationDelta, SamplingSettings
 from app.observability.metering import EngineReport, MeteredChatEngine, current_meter, metering
-from tests.unit.observability.helpers import Clock
+from tests.fakes import ManualClock
 
 
 class TimedEngine:
     """Each delta takes `step_s` on the clock; one token per delta."""
 
-    def __init__(self, clock: Clock, words: int, step_s: float) -> None:
+    def __init__(self, clock: ManualClock, words: int, step_s: float) -> None:
         self.clock, self.words, self.step_s = clock, words, step_s
         self.stats = EngineStats()
         self.closed = False
@@ -32,7 +32,7 @@ class TimedEngine:
 
 
 async def test_metered_engine_adds_only_engine_time_and_tokens_to_the_requests_meter() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     engine = TimedEngine(clock, words=3, step_s=0.25)
     metered = MeteredChatEngine(engine, clock)
     assert metered.stats is engine.stats
@@ -49,7 +49,7 @@ async def test_metered_engine_adds_only_engine_time_and_tokens_to_the_requests_m
 
 
 async def test_metered_engine_closes_the_engine_when_the_consumer_stops() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     engine = TimedEngine(clock, words=5, step_s=0.1)
     with metering(clock) as meter:
         stream = MeteredChatEngine(engine, clock).generate([1], SamplingSettings(max_tokens=5), "r")
@@ -59,7 +59,7 @@ async def test_metered_engine_closes_the_engine_when_the_consumer_stops() -> Non
 
 
 async def test_engine_without_a_meter_is_passed_through() -> None:
-    clock = Clock()
+    clock = ManualClock(100.0)
     deltas = [
         d async for d in MeteredChatEngine(TimedEngine(clock, 2, 0.1), clock).generate([1], SamplingSettings(2), "r")
     ]

@@ -19,7 +19,8 @@ from app.observability.observer import OVERHEAD_HEADER, RequestObserver
 from app.observability.record import RequestRecord
 from app.protocol import ChatCompletionRequest
 from app.traffic.plan import Plan
-from tests.unit.observability.helpers import Clock, chat_body, config, paris_reply
+from tests.fakes import ManualClock
+from tests.unit.observability.helpers import chat_body, config, paris_reply
 
 
 class FakeMetrics:
@@ -56,7 +57,7 @@ def spans() -> Iterator[InMemorySpanExporter]:
 def observe(
     cfg: GraphConfig, headers: dict[str, str], body: ChatCompletionRequest
 ) -> tuple[FakeMetrics, Lines, RequestRecord, dict[str, str]]:
-    clock, metrics, lines = Clock(), FakeMetrics(), Lines()
+    clock, metrics, lines = ManualClock(100.0), FakeMetrics(), Lines()
     observer = RequestObserver(cfg, metrics, lines, clock=clock, new_id=lambda: "generated")  # type: ignore[arg-type]
     record = observer.begin("/v1/chat/completions", headers)
     plan = Plan(Endpoint.CHAT, body, cfg.models[0], tier="small", experiment="next", rules=["alias"])

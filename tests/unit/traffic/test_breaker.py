@@ -1,17 +1,10 @@
 from app.config import BreakerConfig
 from app.traffic.breaker import BreakerState, CircuitBreaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.fakes import ManualClock
 
 
 def test_opens_after_consecutive_failures_and_recovers_through_probes() -> None:
-    clock = Clock()
+    clock = ManualClock()
     b = CircuitBreaker(BreakerConfig(failure_threshold=3, recovery_time_s=10, half_open_probes=2), clock)
     b.record_failure()
     b.record_failure()
@@ -31,7 +24,7 @@ def test_opens_after_consecutive_failures_and_recovers_through_probes() -> None:
 
 
 def test_a_failed_probe_opens_again() -> None:
-    clock = Clock()
+    clock = ManualClock()
     b = CircuitBreaker(BreakerConfig(failure_threshold=1, recovery_time_s=5), clock)
     b.record_failure()
     clock.now = 5
@@ -45,7 +38,7 @@ def test_a_failed_probe_opens_again() -> None:
 
 
 def test_release_frees_a_half_open_probe_without_a_verdict() -> None:
-    clock = Clock()
+    clock = ManualClock()
     breaker = CircuitBreaker(BreakerConfig(failure_threshold=1, recovery_time_s=10, half_open_probes=1), clock)
     breaker.record_failure()
     clock.now = 10.0

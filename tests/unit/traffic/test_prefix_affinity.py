@@ -2,21 +2,18 @@ import random
 
 from app.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from app.traffic.prefix_affinity import PrefixAffinity, prefix_keys, request_text
+from tests.fakes import ManualClock
 
 SYSTEM = "You are a support agent for a bank. " * 20
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def policy(clock: Clock | None = None, max_imbalance: int = 4, max_entries: int = 10_000) -> PrefixAffinity:
+def policy(clock: ManualClock | None = None, max_imbalance: int = 4, max_entries: int = 10_000) -> PrefixAffinity:
     return PrefixAffinity(
-        max_imbalance=max_imbalance, ttl_s=60, max_entries=max_entries, clock=clock or Clock(), rng=random.Random(0)
+        max_imbalance=max_imbalance,
+        ttl_s=60,
+        max_entries=max_entries,
+        clock=clock or ManualClock(),
+        rng=random.Random(0),
     )
 
 
@@ -72,7 +69,7 @@ def test_the_longest_match_wins() -> None:
 
 
 def test_entries_age_out() -> None:
-    clock = Clock()
+    clock = ManualClock()
     p = policy(clock)
     p.record(keys(SYSTEM), "a")
     clock.now = 59

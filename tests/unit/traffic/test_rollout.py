@@ -2,17 +2,10 @@ import pytest
 
 from app.config import RolloutConfig
 from app.traffic.rollout import Action, InvalidTransition, Outcome, Phase, Rollout
+from tests.fakes import ManualClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def rollout(clock: Clock, **gates: float) -> Rollout:
+def rollout(clock: ManualClock, **gates: float) -> Rollout:
     config = RolloutConfig.model_validate(
         {"canary": "v2", "steps": [10, 50, 100], "step_duration_s": 10, "gates": {"min_requests": 10, **gates}}
     )
@@ -25,7 +18,7 @@ def feed(r: Rollout, version: str, n: int, errors: int = 0, latency_ms: float = 
 
 
 def test_healthy_canary_is_promoted_through_every_step() -> None:
-    clock = Clock()
+    clock = ManualClock()
     r = rollout(clock)
     assert r.weights() == {"v1": 90, "v2": 10}
     for expected in (50, 100):
@@ -44,7 +37,7 @@ def test_healthy_canary_is_promoted_through_every_step() -> None:
 
 
 def test_a_step_waits_for_enough_requests() -> None:
-    clock = Clock()
+    clock = ManualClock()
     r = rollout(clock)
     feed(r, "v2", 9)
     clock.now = 100
@@ -53,7 +46,7 @@ def test_a_step_waits_for_enough_requests() -> None:
 
 
 def test_error_gate_rolls_back_at_once_and_records_why() -> None:
-    clock = Clock()
+    clock = ManualClock()
     r = rollout(clock, max_error_rate=0.05)
     feed(r, "v2", 10, errors=2)
     r.tick()  # before the step's duration: a failed gate does not wait
@@ -64,7 +57,7 @@ def test_error_gate_rolls_back_at_once_and_records_why() -> None:
 
 
 def test_gates_against_stable() -> None:
-    clock = Clock()
+    clock = ManualClock()
     r = rollout(clock, max_error_rate=0.5, max_error_rate_increase=0.05, max_p99_ratio=1.5)
     feed(r, "v1", 20, latency_ms=100)
     feed(r, "v2", 20, latency_ms=160)
@@ -79,7 +72,7 @@ def test_gates_against_stable() -> None:
 
 
 def test_absolute_p99_gate() -> None:
-    r = rollout(Clock(), max_p99_ms=500)
+    r = rollout(ManualClock(), max_p99_ms=500)
     feed(r, "v2", 100, latency_ms=100)
     feed(r, "v2", 2, latency_ms=900)
     r.tick()
@@ -87,7 +80,7 @@ def test_absolute_p99_gate() -> None:
 
 
 def test_manual_actions() -> None:
-    clock = Clock()
+    clock = ManualClock()
     r = rollout(clock)
     r.act(Action.PAUSE)
     feed(r, "v2", 10)
@@ -107,7 +100,7 @@ def test_manual_actions() -> None:
 
 def test_waits_for_resume_without_auto_start() -> None:
     config = RolloutConfig(canary="v2", auto_start=False)
-    r = Rollout("m", "v1", config, Clock())
+    r = Rollout("m", "v1", config, ManualClock())
     assert r.phase is Phase.PAUSED and r.canary_weight == 0
     r.act(Action.RESUME)
     assert r.canary_weight == 10
