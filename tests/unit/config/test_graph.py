@@ -108,3 +108,13 @@ def test_packaged_weights_are_listed_once_in_order() -> None:
     config = parse_config(serve_application("serve_config.yaml")["args"])
     assert config.packaged_weights() == [PackagedWeights.SMOLLM2_135M_INSTRUCT, PackagedWeights.MINILM_L6_V2]
     assert parse_config(serve_application("serve_config.gpu.yaml")["args"]).packaged_weights() == []
+
+
+def test_request_log_path_comes_from_the_config_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERENCE_GRAPH_REQUEST_LOG", "/tmp/from-env.jsonl")
+    assert load_config({"models": [chat_model()]}).observability.resolved_request_log_path() == "/tmp/from-env.jsonl"
+    given = load_config({"models": [chat_model()], "observability": {"request_log_path": "/var/log/x.jsonl"}})
+    assert given.observability.resolved_request_log_path() == "/var/log/x.jsonl"
+    monkeypatch.delenv("INFERENCE_GRAPH_REQUEST_LOG")
+    assert load_config({"models": [chat_model()]}).observability.resolved_request_log_path() is None
+

@@ -6,12 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from app.observability.metering import EngineReport
 from app.observability.record import RequestRecord
 from app.observability.request_log import RequestLog, log_entry, log_line
-from tests.unit.observability.helpers import config
 
 
 def finished_record() -> RequestRecord:
@@ -48,12 +45,3 @@ def test_request_log_writes_lines_from_its_thread(tmp_path: Path) -> None:
         log.write(json.dumps({"i": i}))
     log.close()
     assert [json.loads(line)["i"] for line in path.read_text().splitlines()] == list(range(50))
-
-
-def test_request_log_path_comes_from_the_config_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("INFERENCE_GRAPH_REQUEST_LOG", "/tmp/from-env.jsonl")
-    assert config().observability.resolved_request_log_path() == "/tmp/from-env.jsonl"
-    given = config(observability={"request_log_path": "/var/log/x.jsonl"})
-    assert given.observability.resolved_request_log_path() == "/var/log/x.jsonl"
-    monkeypatch.delenv("INFERENCE_GRAPH_REQUEST_LOG")
-    assert config().observability.resolved_request_log_path() is None

@@ -104,21 +104,6 @@ async def test_completion_echo_and_zero_max_tokens() -> None:
     assert [json.loads(str(e)[6:])["choices"][0]["text"] for e in events] == ["Say: Paris"]
 
 
-def test_transformers_penalties_follow_openais_formula() -> None:
-    import torch
-
-    from app.engines.transformers_chat import Penalties
-
-    prompt = [[5, 5], [5, 5]]  # prompt tokens do not count, only generated ones
-    generated = [[1, 1, 2], [1, 1, 2]]
-    ids = torch.tensor([p + g for p, g in zip(prompt, generated, strict=True)])
-    scores = torch.zeros(2, 6)
-    out = Penalties(2, [(0.5, 0.25), (0.0, 0.0)], "cpu")(ids, scores)
-    # row 0: token 1 seen twice -> 0.25*2 + 0.5; token 2 once -> 0.25 + 0.5; token 5 is only in the prompt
-    assert out[0].tolist() == [0.0, -1.0, -0.75, 0.0, 0.0, 0.0]
-    assert out[1].tolist() == [0.0] * 6
-
-
 async def collect(service: GenerationService, request: ChatCompletionRequest | CompletionRequest) -> list[object]:
     return [event async for event in service.stream(request)]
 
