@@ -134,6 +134,13 @@ class VllmOptions(Strict):
     reasoning_parser: str | None = Field(
         default=None, pattern=r"^[a-z0-9_]+$", description="vLLM's reasoning parser (`--reasoning-parser`)."
     )
+    stream_interval: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="vLLM's `--stream-interval`: a stream's first token goes out at once, then one chunk per this many "
+        "tokens. Larger chunks mean fewer hops through the graph per token, and a longer wait between chunks.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> VllmOptions:

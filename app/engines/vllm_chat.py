@@ -69,6 +69,8 @@ def vllm_argv(
         argv.append("--enable-auto-tool-choice")
     if options.reasoning_parser is not None:
         argv += ["--reasoning-parser", options.reasoning_parser]
+    if options.stream_interval > 1:
+        argv += ["--stream-interval", str(options.stream_interval)]
     return argv
 
 

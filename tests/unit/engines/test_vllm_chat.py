@@ -40,16 +40,19 @@ def test_the_flags_are_vllm_serves_own() -> None:
     assert "--enable-auto-tool-choice" in argv and "--enforce-eager" in argv
     assert "--distributed-executor-backend" not in argv
     plain = vllm_argv(Path("/w"), "m", VllmOptions(), max_model_len=64, gpu_memory_utilization=0.5, chat_template=None)
-    assert "--tool-call-parser" not in plain and "--chat-template" not in plain
+    assert "--tool-call-parser" not in plain and "--chat-template" not in plain and "--stream-interval" not in plain
 
 
 def test_the_flags_parse_with_vllms_own_parser() -> None:
     from vllm.entrypoints.launchers.cli_args import make_arg_parser
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
-    options = VllmOptions(tool_call_parser="hermes", enable_auto_tool_choice=True, tensor_parallel_size=2)
+    options = VllmOptions(
+        tool_call_parser="hermes", enable_auto_tool_choice=True, tensor_parallel_size=2, stream_interval=4
+    )
     argv = vllm_argv(Path("/w"), "m", options, max_model_len=256, gpu_memory_utilization=0.4, chat_template=None)
     args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    assert args.stream_interval == 4
     assert (args.model, args.served_model_name, args.max_model_len) == ("/w", ["m"], 256)
     assert (args.tool_call_parser, args.enable_auto_tool_choice) == ("hermes", True)
     assert args.tool_strict_level == "parameter"
