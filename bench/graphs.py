@@ -61,6 +61,19 @@ def prefix_args(name: str) -> dict[str, Any]:
     return args
 
 
+STREAM_INTERVALS = {"chat-stream-1": 1, "chat-stream-4": 4, "chat-stream-8": 8}  # bench graph -> vllm.stream_interval
+
+
+def stream_interval_args(name: str) -> dict[str, Any]:
+    """The default config's stable chat version with the stream interval of a stream-interval bench graph."""
+    args = chat_args()
+    (model,) = args["models"]
+    (version,) = model["versions"]
+    vllm = {**version.get("vllm", {}), "stream_interval": STREAM_INTERVALS[name]}
+    model["versions"] = [{**version, "vllm": vllm}]
+    return args
+
+
 def embeddings_args() -> dict[str, Any]:
     """The default embedding model twice: its configured batching, and batches of one."""
     args, model = default_args(), _default_model(EMBED_MODEL)
@@ -130,4 +143,6 @@ def build(name: str, ingress_max_ongoing: int | None = None) -> Application:
         return build_app(embeddings_args())
     if name in PREFIX_GRAPHS:
         return build_app(prefix_args(name))
+    if name in STREAM_INTERVALS:
+        return build_app(stream_interval_args(name))
     raise ValueError(f"unknown bench graph {name!r}")

@@ -153,7 +153,7 @@ def table(sides: list[str], plan: list[Shape], runs: dict[tuple[str, Shape], lis
                 "baseline"
                 if side is sides[0]
                 else ", ".join(
-                    f"{ratio(_median(got, key), _median(baseline, key)):.2f}x"
+                    f"{ratio(median_of(got, key), median_of(baseline, key)):.2f}x"
                     for key in ("output_throughput", "median_e2el_ms", "median_ttft_ms")
                 )
             )
@@ -164,5 +164,5 @@ def table(sides: list[str], plan: list[Shape], runs: dict[tuple[str, Shape], lis
     return result
 
 
-def _median(runs: list[dict[str, Any]], key: str) -> float:
+def median_of(runs: list[dict[str, Any]], key: str) -> float:
     return float(statistics.median(r[key] for r in runs))
