@@ -10,12 +10,13 @@ from typing import Any
 
 from bench import servers
 from bench.graphs import STREAM_INTERVALS, chat_args
-from bench.report import Table, ratio
-from bench.vllm_bench import OUTPUT_TOKENS, Shape, measure, median_and_spread, median_of
+from bench.report import Table
+from bench.vllm_bench import OUTPUT_TOKENS, Shape, figures, measure
 
 ROUNDS = 2
 CONCURRENCIES = {1: 8, 16: 48, 64: 128}  # concurrency -> requests per run at scale 1
 INPUT_LEN = 128
+VERDICT = ("output_throughput", "median_e2el_ms")  # the ratios to interval 1's medians
 METRICS = ("output_throughput", "median_ttft_ms", "median_tpot_ms", "median_itl_ms", "p99_itl_ms", "median_e2el_ms")
 
 
@@ -64,20 +65,11 @@ def table(names: list[str], plan: list[Shape], runs: dict[tuple[str, Shape], lis
         baseline = runs[names[0], shape]
         for name in names:
             got = runs[name, shape]
-            failed = sum(r.get("failed", 0) for r in got)
-            result.failed = result.failed or failed > 0
-            cells = [median_and_spread([r[m] for r in got]) for m in METRICS]
-            verdict = (
-                "baseline"
-                if name == names[0]
-                else ", ".join(
-                    f"{ratio(median_of(got, key), median_of(baseline, key)):.2f}x"
-                    for key in ("output_throughput", "median_e2el_ms")
-                )
-            )
+            count, cells, verdict = figures(got, None if name == names[0] else baseline, METRICS, VERDICT)
+            result.failed = result.failed or not count.endswith("/0")
             result.add(
-                shape.label, str(STREAM_INTERVALS[name]), f"{sum(r['completed'] for r in got)}/{failed}", cells[0],
-                cells[1], cells[2], f"{cells[3]} / {cells[4]}", cells[5], verdict,
+                shape.label, str(STREAM_INTERVALS[name]), count, cells[0], cells[1], cells[2],
+                f"{cells[3]} / {cells[4]}", cells[5], verdict,
             )  # fmt: skip
     return result
 

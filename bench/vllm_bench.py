@@ -14,7 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +30,7 @@ INPUT_LENGTHS = (128, 1024)
 CONCURRENCIES = {1: 8, 16: 48, 64: 128}  # concurrency -> requests per run at scale 1
 PINNED = {"x-experiment": "smollm2-v1"}
 VLLM = "vLLM OpenAI server"
+VERDICT = ("output_throughput", "median_e2el_ms", "median_ttft_ms")  # the ratios to vLLM's medians
 
 
 @dataclass(frozen=True)
@@ -146,22 +147,28 @@ def table(sides: list[str], plan: list[Shape], runs: dict[tuple[str, Shape], lis
         baseline = runs[VLLM, shape]
         for side in sides:
             got = runs[side, shape]
-            failed = sum(r.get("failed", 0) for r in got)
-            result.failed = result.failed or failed > 0
-            cells = [median_and_spread([r[m] for r in got]) for m in METRICS]
-            verdict = (
-                "baseline"
-                if side is sides[0]
-                else ", ".join(
-                    f"{ratio(median_of(got, key), median_of(baseline, key)):.2f}x"
-                    for key in ("output_throughput", "median_e2el_ms", "median_ttft_ms")
-                )
-            )
+            count, cells, verdict = figures(got, None if side is sides[0] else baseline, METRICS, VERDICT)
+            result.failed = result.failed or not count.endswith("/0")
             result.add(
-                shape.label, side, f"{sum(r['completed'] for r in got)}/{failed}", cells[0], cells[1],
+                shape.label, side, count, cells[0], cells[1],
                 *(f"{cells[i]} / {cells[i + 1]}" for i in (2, 4, 6, 8)), verdict,
             )  # fmt: skip
     return result
+
+
+def figures(
+    got: list[dict[str, Any]], baseline: list[dict[str, Any]] | None, metrics: Sequence[str], ratios: Sequence[str]
+) -> tuple[str, list[str], str]:
+    """One side's runs of one shape: "completed/failed", the median and spread of each metric, and its ratios to
+    the baseline's medians ("baseline" for the baseline itself)."""
+    failed = sum(r.get("failed", 0) for r in got)
+    cells = [median_and_spread([r[m] for r in got]) for m in metrics]
+    verdict = (
+        "baseline"
+        if baseline is None
+        else ", ".join(f"{ratio(median_of(got, key), median_of(baseline, key)):.2f}x" for key in ratios)
+    )
+    return f"{sum(r['completed'] for r in got)}/{failed}", cells, verdict
 
 
 def median_of(runs: list[dict[str, Any]], key: str) -> float:
