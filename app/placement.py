@@ -59,7 +59,7 @@ def replicas(config: GraphConfig, *, at_max: bool = False) -> list[Replica]:
     if any(m.rollout is not None for m in config.models):
         out.append(Replica("rollout-controller", CONTROLLER_CPUS, 0.0))
     for model in config.models:
-        for version in model.versions:
+        for version in (v for v in model.versions if v.has_replicas):
             fewest = version.autoscaling.min_replicas if version.autoscaling else version.num_replicas
             count = version.max_replicas if at_max else fewest
             out += [version_replica(model, version, i + 1) for i in range(count)]

@@ -597,6 +597,7 @@ class ModelCard(Response):
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    parent: str | None = None  # for a LoRA adapter, its base model (as vLLM's server lists adapters)
 
 
 class ModelList(Response):

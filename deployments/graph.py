@@ -41,14 +41,18 @@ def bind_graph(config: GraphConfig) -> Application:
     check_capacity(config)
     weights_dir = str(config.resolved_weights_dir())
     handles: dict[str, dict[str, Application]] = {}
+    bound: dict[tuple[str, str], Application] = {}
     for model in config.models:
-        for version in model.versions:
+        for version in (v for v in model.versions if v.has_replicas):
             deployment = _deployment(model, version)
             if model.role is Role.CHAT:
-                bound = deployment.bind(model, version, weights_dir)
+                bound[model.name, version.version] = deployment.bind(model, version, weights_dir)
             else:
-                bound = deployment.bind(model, version, weights_dir, config.limits)
-            handles.setdefault(model.name, {})[version.version] = bound
+                bound[model.name, version.version] = deployment.bind(model, version, weights_dir, config.limits)
+    for model in config.models:
+        for version in model.versions:  # an adapter's calls go to its base's replicas
+            base_model, base = config.base_of(model, version)
+            handles.setdefault(model.name, {})[version.version] = bound[base_model.name, base.version]
     controller: Application | None = None
     if any(m.rollout is not None for m in config.models):
         actor = {"num_cpus": CONTROLLER_CPUS}

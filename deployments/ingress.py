@@ -31,6 +31,7 @@ from app.observability.observer import RequestObserver
 from app.observability.record import CLIENT_GONE
 from app.observability.request_log import RequestLog
 from app.protocol import ModelCard, ModelList, ModelRequest
+from app.serving.adapters import configured_adapters
 from app.tokenizer import HFTokenizer
 from app.traffic.dispatch import Dispatched, Dispatcher, Refusal, Stream
 from app.traffic.plan import Planner, tokens_needed
@@ -136,7 +137,7 @@ def _response(result: Dispatched) -> Response:
 class Ingress:
     def __init__(self, config: GraphConfig, handles: Handles, controller: DeploymentHandle[Any] | None) -> None:
         self._config = config
-        self._upstream = ServeUpstream(handles, grpc=config.ingress.grpc_handles)
+        self._upstream = ServeUpstream(handles, config.ingress.grpc_handles, configured_adapters(config))
         self._controller = controller
         self._created = int(time.time())
         rng = random.Random()
@@ -177,7 +178,10 @@ class Ingress:
             self._gate.caller(request.headers)
         except OpenAIError as exc:
             return error_response(exc.info())
-        cards = [ModelCard(id=m.name, created=self._created, owned_by="inference-graph") for m in self._config.models]
+        cards = [
+            ModelCard(id=m.name, created=self._created, owned_by="inference-graph", parent=self._config.parent(m))
+            for m in self._config.models
+        ]
         return _json(ModelList(data=cards))
 
     @api.post("/v1/chat/completions")

@@ -9,6 +9,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from app.errors import to_error_info
 from app.observability.metering import Metered
+from app.serving.adapters import AdapterRef
 from app.traffic.dispatch import Failure
 from app.traffic.plan import Plan
 from deployments.errors import lost_replica, translate
@@ -17,18 +18,28 @@ Handles = dict[str, dict[str, DeploymentHandle[Any]]]
 
 
 class ServeUpstream:
-    def __init__(self, handles: Handles, grpc: bool) -> None:
+    """`adapters`: the versions that are LoRA adapters; their calls go to their base's replicas with the adapter's
+    name as Serve's multiplexed model id (Serve routes them to a replica that holds it) and the adapter with them."""
+
+    def __init__(self, handles: Handles, grpc: bool, adapters: dict[tuple[str, str], AdapterRef]) -> None:
         self._handles = {
             model: {v: h.options(_by_reference=not grpc) for v, h in versions.items()}
             for model, versions in handles.items()
         }
+        self._adapters = adapters
+        for (model, version), adapter in adapters.items():
+            self._handles[model][version] = self._handles[model][version].options(multiplexed_model_id=adapter.name)
 
     def handle(self, model: str, version: str) -> DeploymentHandle[Any]:
         return self._handles[model][version]
 
+    def _args(self, plan: Plan, version: str) -> tuple[Any, ...]:
+        adapter = self._adapters.get((plan.model.name, version))
+        return (plan.body,) if adapter is None else (plan.body, adapter)
+
     async def call(self, plan: Plan, version: str) -> Metered[Any]:
         method = getattr(self._handles[plan.model.name][version], plan.endpoint.method)
-        response = method.remote(plan.body)
+        response = method.remote(*self._args(plan, version))
         try:
             answer: Metered[Any] = await response
         except asyncio.CancelledError:  # the deadline passed or the client left: stop the replica's work too
@@ -38,7 +49,7 @@ class ServeUpstream:
 
     def stream(self, plan: Plan, version: str) -> DeploymentResponseGenerator[Any]:
         handle = self._handles[plan.model.name][version].options(stream=True)
-        generator: DeploymentResponseGenerator[Any] = handle.stream.remote(plan.body)  # type: ignore[assignment]
+        generator: DeploymentResponseGenerator[Any] = handle.stream.remote(*self._args(plan, version))  # type: ignore[assignment]
         return generator
 
     def failure(self, exc: Exception) -> Failure:

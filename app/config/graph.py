@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
+from app.adapters import AdapterMismatch, check_adapter
 from app.config.base import Strict, repeated
 from app.config.guards import GuardsConfig, LimitsConfig
 from app.config.models import ModelConfig, ModelVersion, Role
@@ -17,6 +18,7 @@ from app.config.traffic import RoutingConfig
 from app.weights import PackagedWeights, WeightsNotPrepared, default_weights_dir
 
 GRAPH_IMPORT_PATH = "deployments.graph:build_app"  # the serve application whose `args` are a GraphConfig
+
 
 class IngressConfig(Strict):
     num_replicas: int = Field(default=1, ge=1, le=1024, description="Ingress replicas.")
@@ -113,6 +115,49 @@ class GraphConfig(Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _adapters_on_bases(self) -> GraphConfig:
+        for model in self.models:
+            for version in model.versions:
+                if version.adapter is None:
+                    continue
+                where = f"{model.name}@{version.version}"
+                owner, label = version.adapter.base_version(model.name)
+                base_model = self.model(owner)
+                base = next((v for v in base_model.versions if v.version == label), None) if base_model else None
+                if base_model is None or base is None:
+                    raise ValueError(f"adapter {where}: its base {version.adapter.base!r} is not a configured version")
+                if model.role is not Role.CHAT or base_model.role is not Role.CHAT:
+                    raise ValueError(f"adapter {where}: adapters serve chat models only")
+                if base.lora is None:
+                    raise ValueError(f"adapter {where}: its base {owner}@{label} does not set lora (lora: {{}})")
+                if base.engine is not version.engine:
+                    raise ValueError(
+                        f"adapter {where} names engine {version.engine.value!r}, but its base {owner}@{label} runs "
+                        f"on {base.engine.value!r}"
+                    )
+                if version.adapter.rank > base.lora.max_rank:
+                    raise ValueError(
+                        f"adapter {where} has rank {version.adapter.rank}, above its base {owner}@{label}'s "
+                        f"lora.max_rank {base.lora.max_rank}"
+                    )
+        return self
+
+    def parent(self, model: ModelConfig) -> str | None:
+        """The base model an adapter model's stable version runs on (`/v1/models` lists it as the parent)."""
+        base_model, _ = self.base_of(model, model.serving_version)
+        return base_model.name if base_model is not model else None
+
+    def base_of(self, model: ModelConfig, version: ModelVersion) -> tuple[ModelConfig, ModelVersion]:
+        """The model version whose replicas serve `version`: its base for an adapter, else itself."""
+        if version.adapter is None:
+            return model, version
+        owner, label = version.adapter.base_version(model.name)
+        base_model = self.model(owner)
+        if base_model is None:
+            raise KeyError(owner)
+        return base_model, base_model.version(label)
+
     def resolved_weights_dir(self) -> Path:
         return Path(self.weights_dir).expanduser().resolve() if self.weights_dir else default_weights_dir()
 
@@ -131,7 +176,25 @@ class GraphConfig(Strict):
                     continue
                 if not path.is_dir():
                     missing.append(f"  {where}: no folder at {path}")
+                elif version.adapter is not None:
+                    missing += [f"  {where}: {problem}" for problem in self._adapter_problems(model, version, path)]
         return missing
+
+    def _adapter_problems(self, model: ModelConfig, version: ModelVersion, path: Path) -> list[str]:
+        """What keeps an adapter's files from running on its base: a rank above the base's bound or different from
+        the config's, or target modules the base lacks."""
+        _, base = self.base_of(model, version)
+        if base.weights.hub is not None or base.lora is None or version.adapter is None:
+            return []
+        try:
+            base_path = base.weights.local_path(self.resolved_weights_dir())
+            files = check_adapter(adapter_name(model, version), path, base_path, base.lora.max_rank)
+        except (AdapterMismatch, WeightsNotPrepared) as exc:
+            return [str(exc)]
+        if files.rank != version.adapter.rank:
+            where = path / "adapter_config.json"
+            return [f"the adapter's rank is {files.rank} in {where}, but adapter.rank says {version.adapter.rank}"]
+        return []
 
     def packaged_weights(self) -> list[PackagedWeights]:
         """The packages that ship this graph's weights, each once, in the order the versions name them."""
@@ -171,6 +234,12 @@ def load_config(args: dict[str, Any]) -> GraphConfig:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
+
+
+def adapter_name(model: ModelConfig, version: ModelVersion) -> str:
+    """The name an adapter version is loaded under on its base's replicas (vLLM's LoRA name, Serve's multiplexed
+    model id), e.g. `smollm2:v3`; answers carry the model's own name."""
+    return f"{model.name}:{version.version}"
 
 
 def deployment_name(model: ModelConfig, version: ModelVersion) -> str:

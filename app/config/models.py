@@ -156,6 +156,42 @@ class VllmOptions(Strict):
         return PROJECT_ROOT / self.chat_template if self.chat_template is not None else None
 
 
+LoraRank = Literal[1, 8, 16, 32, 64, 128, 256, 320, 512]  # the ranks vLLM's --max-lora-rank takes
+
+
+class LoraConfig(Strict):
+    """LoRA adapters on this version's replicas: vLLM's LoRA support (`--enable-lora`), or peft on transformers."""
+
+    max_adapters: int = Field(
+        default=3,
+        ge=1,
+        le=64,
+        description="Adapters a replica holds at once; a request for another unloads the least recently used "
+        "(Serve's max_num_models_per_replica, vLLM's --max-loras).",
+    )
+    max_rank: LoraRank = Field(
+        default=16, description="Largest adapter rank a replica accepts (vLLM's --max-lora-rank: 1, 8, 16, 32, ...)."
+    )
+
+
+class AdapterOf(Strict):
+    """A version that is a LoRA adapter, served on the replicas of a base version that sets `lora`."""
+
+    base: str = Field(
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="The base version: `v1` (a version of this model) or `model/v1` (of another chat model).",
+    )
+    rank: int = Field(ge=1, le=512, description="The adapter's rank (`r` in its adapter_config.json).")
+
+    def base_version(self, model: str) -> tuple[str, str]:
+        """(model, version) of the base, for an adapter version of `model`."""
+        owner, _, label = self.base.rpartition("/")
+        return owner or model, label
+
+
+ADAPTER_FIELDS = frozenset({"version", "engine", "weights", "adapter"})  # an adapter's replicas are its base's
+
+
 class AutoscalingConfig(Strict):
     """Ray Serve autoscaling for one version; replaces num_replicas."""
 
@@ -225,6 +261,14 @@ class ModelVersion(Strict):
     request_router: RequestRouting = Field(
         default_factory=RequestRouting, description="How requests are spread over this version's replicas."
     )
+    lora: LoraConfig | None = Field(
+        default=None, description="Serve LoRA adapters (versions with `adapter`) on this version's replicas."
+    )
+    adapter: AdapterOf | None = Field(
+        default=None,
+        description="This version is a LoRA adapter (its `weights`) on a base version's replicas: no replicas of "
+        "its own, so only version, engine, weights and adapter apply.",
+    )
 
     @model_validator(mode="after")
     def _output_within_context(self) -> ModelVersion:
@@ -274,6 +318,30 @@ class ModelVersion(Strict):
         if self.engine is EngineKind.VLLM and 0 < self.num_gpus < 1 and self.num_gpus - margin <= 0:
             raise ValueError(f"num_gpus {self.num_gpus} leaves no memory after gpu_memory_margin {margin}")
         return self
+
+    @model_validator(mode="after")
+    def _adapter_or_base(self) -> ModelVersion:
+        chat = self.engine in (EngineKind.VLLM, EngineKind.TRANSFORMERS)
+        if (self.lora is not None or self.adapter is not None) and not chat:
+            raise ValueError(
+                f"version {self.version!r}: LoRA needs a chat engine (vllm or transformers), not {self.engine.value!r}"
+            )
+        if self.adapter is None:
+            return self
+        if self.lora is not None:
+            raise ValueError(f"version {self.version!r} is an adapter: it cannot serve adapters itself (lora)")
+        extra = sorted(self.model_fields_set - ADAPTER_FIELDS)
+        if extra:
+            raise ValueError(
+                f"version {self.version!r} is an adapter on {self.adapter.base!r}, whose replicas serve it: "
+                f"{extra} do not apply (set them on the base)"
+            )
+        return self
+
+    @property
+    def has_replicas(self) -> bool:
+        """False for an adapter, which runs on its base version's replicas."""
+        return self.adapter is None
 
     @property
     def gpu_memory_utilization(self) -> float:

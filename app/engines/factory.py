@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from app.engines.vllm_chat import VllmChat, vllm_argv
 from app.errors import ErrorInfo
 from app.observability.metering import MeteredChatEngine
 from app.protocol import ChatCompletionRequest, CompletionRequest
+from app.serving.adapters import AdapterHost
 from app.serving.generation import GenerationService, Limits
 from app.tokenizer import HFTokenizer
 
@@ -36,6 +38,20 @@ class ChatEngineHealth(Protocol):
 class ChatBackend:
     engine: ChatEngineHealth
     service: ChatService
+    adapters: AdapterHost
+
+
+class ThreadedAdapters:
+    """The transformers engine's (synchronous) adapter loading, run in a worker thread."""
+
+    def __init__(self, engine: TransformersChatEngine) -> None:
+        self._engine = engine
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        await asyncio.to_thread(self._engine.load_adapter, name, Path(path))
+
+    async def unload_adapter(self, name: str) -> None:
+        await asyncio.to_thread(self._engine.unload_adapter, name)
 
 
 async def build_chat_backend(
@@ -57,9 +73,10 @@ async def build_chat_backend(
             max_model_len=version.max_model_len,
             gpu_memory_utilization=version.gpu_memory_utilization,
             chat_template=version.vllm.chat_template_path(),
+            lora=version.lora,
         )
         vllm = await VllmChat.start(argv, version.output_token_limit, prefix_cache)
-        return ChatBackend(vllm, vllm)
+        return ChatBackend(vllm, vllm, vllm)
     if version.engine is EngineKind.TRANSFORMERS:
         engine = TransformersChatEngine(path, device=version.device.value, submit=submit)
         service = GenerationService(
@@ -68,5 +85,5 @@ async def build_chat_backend(
             engine=MeteredChatEngine(engine),
             limits=Limits(max_model_len=version.max_model_len, max_output_tokens=version.output_token_limit),
         )
-        return ChatBackend(engine, service)
+        return ChatBackend(engine, service, ThreadedAdapters(engine))
     raise ValueError(f"engine {version.engine.value!r} cannot serve chat")

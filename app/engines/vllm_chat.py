@@ -13,9 +13,16 @@ from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
-from app.config import VllmOptions
+from app.config import LoraConfig, VllmOptions
 from app.engines.base import EngineStats, FinishReason
-from app.errors import ContextLengthExceeded, ErrorInfo, OpenAIError, ServiceUnavailable, to_error_info
+from app.errors import (
+    ContextLengthExceeded,
+    ErrorInfo,
+    InvalidRequest,
+    OpenAIError,
+    ServiceUnavailable,
+    to_error_info,
+)
 from app.observability.metering import current_meter
 from app.protocol import ChatCompletionRequest, CompletionRequest, EngineAnswer
 from app.serving.generation import check_output_limit
@@ -43,6 +50,7 @@ def vllm_argv(
     max_model_len: int,
     gpu_memory_utilization: float,
     chat_template: Path | None,
+    lora: LoraConfig | None = None,
     seed: int = 0,
 ) -> list[str]:
     """The `vllm serve` flags a version's settings mean; vLLM's own parser reads them."""
@@ -71,6 +79,9 @@ def vllm_argv(
         argv += ["--reasoning-parser", options.reasoning_parser]
     if options.stream_interval > 1:
         argv += ["--stream-interval", str(options.stream_interval)]
+    if lora is not None:  # as many adapters on the device as the replica holds, so none waits for a slot
+        argv += ["--enable-lora", "--max-lora-rank", str(lora.max_rank)]
+        argv += ["--max-loras", str(lora.max_adapters), "--max-cpu-loras", str(lora.max_adapters)]
     return argv
 
 
@@ -117,6 +128,7 @@ class VllmChat:
 
         self._engine = engine
         self._chat, self._completion = state.openai_serving_chat, state.openai_serving_completion
+        self._models = state.openai_serving_models
         self._chat_request, self._completion_request = VllmChatRequest, VllmCompletionRequest
         self.stats = EngineStats()
         self._max_output_tokens = max_output_tokens
@@ -213,6 +225,25 @@ class VllmChat:
             await outputs.aclose()
             await self._engine.abort(request_id)
             raise
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Load a LoRA adapter as vLLM's `/v1/load_lora_adapter` does; requests whose model is `name` then use it."""
+        from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
+
+        loading = LoadLoRAAdapterRequest(lora_name=name, lora_path=path)
+        result = await self._models.load_lora_adapter(loading, base_model_name=self._models.model_name())
+        if _is_error(result):
+            raise InvalidRequest(f"The adapter '{name}' could not be loaded: {result.error.message}", param="model")
+
+    async def unload_adapter(self, name: str) -> None:
+        """Forget the adapter's name (as `/v1/unload_lora_adapter` does) and free its slot in the engine."""
+        from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
+
+        loaded = self._models.lora_requests.get(name)
+        if loaded is None:
+            return
+        await self._models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+        await self._engine.remove_lora(loaded.lora_int_id)
 
     def check_health(self) -> None:
         if self._engine.errored:

@@ -1,0 +1,184 @@
+"""LoRA adapters through real Ray Serve, on the tiny transformers model: adapters as models and as a canary version,
+routed by Serve's model multiplexing to the replica that holds them, at most `lora.max_adapters` per replica (the
+least recently used unloaded), and an adapter canary stepped and rolled back like any version.
+
+An application under the route prefix /lora, next to the tiny graph."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.config import load_config
+from tests.eventually import eventually
+from tests.serve.conftest import app_beside, rollout_state, tiny_chat_version
+from tests.serve.test_prefix_routing import replicas_of
+from tests.tiny_models import build_tiny_lora_adapter
+
+pytestmark = pytest.mark.timeout(300)
+APP = "lora"
+SHARED = [f"l-a{i}" for i in range(1, 3)]  # adapters on the two-replica base
+SOLO = [f"l-s{i}" for i in range(1, 5)]  # four adapters on the one-replica base bounded to three
+PROMPT = [{"role": "user", "content": "the cat reads a book and the river"}]
+
+
+@pytest.fixture(scope="module")
+def adapter_paths(tiny_paths: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-adapters")
+    names = [*SHARED, *SOLO, "canary"]
+    return {name: build_tiny_lora_adapter(tiny_paths[0], root / name, rank=4, seed=i) for i, name in enumerate(names)}
+
+
+def adapter(base: str, path: Path) -> dict[str, object]:
+    return {
+        "version": "v1",
+        "engine": "transformers",
+        "weights": {"path": str(path)},
+        "adapter": {"base": base, "rank": 4},
+    }
+
+
+@pytest.fixture(scope="module")
+def lora(graph: str, tiny_paths: tuple[Path, Path], adapter_paths: dict[str, Path]) -> Iterator[str]:
+    shared = tiny_chat_version(tiny_paths[0], "v1", num_replicas=2, lora={"max_adapters": 3, "max_rank": 8})
+    canary = {**adapter("v1", adapter_paths["canary"]), "version": "v2"}
+    rollout = {
+        "canary": "v2",
+        "steps": [25, 50, 100],
+        "step_duration_s": 1.0,
+        "auto_start": False,
+        "gates": {"min_requests": 3, "max_error_rate": 0.5, "max_p99_ratio": 50},
+    }
+    models: list[dict[str, Any]] = [
+        {"name": "l-chat", "role": "chat", "default_version": "v1", "versions": [shared, canary], "rollout": rollout},
+        {"name": "l-solo", "role": "chat", "versions": [tiny_chat_version(tiny_paths[0], lora={"max_adapters": 3})]},
+        *({"name": n, "role": "chat", "versions": [adapter("l-chat/v1", adapter_paths[n])]} for n in SHARED),
+        *({"name": n, "role": "chat", "versions": [adapter("l-solo/v1", adapter_paths[n])]} for n in SOLO),
+    ]
+    config = load_config({"ingress": {"num_cpus": 0.05}, "models": models, "routing": {"sync_interval_s": 0.1}})
+    with app_beside(graph, config, APP) as base:
+        yield base
+
+
+def chat(base: str, model: str, request_id: str | None = None) -> httpx.Response:
+    body = {"model": model, "messages": PROMPT, "max_tokens": 8, "temperature": 0}
+    headers = {"x-request-id": request_id or uuid.uuid4().hex}
+    response = httpx.post(f"{base}/v1/chat/completions", json=body, headers=headers, timeout=60)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def text(response: httpx.Response) -> str:
+    return str(response.json()["choices"][0]["message"]["content"])
+
+
+def loaded_on_solo() -> list[str]:
+    from ray import serve
+
+    handle = serve.get_deployment_handle("chat-l-solo-v1", app_name=APP)
+    names: list[str] = handle.loaded_adapters.remote().result(timeout_s=30)
+    return names
+
+
+def test_each_adapter_answers_differently_from_the_base_under_its_own_name(lora: str) -> None:
+    base = text(chat(lora, "l-chat"))
+    answers = {}
+    for name in SHARED:
+        response = chat(lora, name)
+        assert response.json()["model"] == name  # the adapter's model name, not its name on the replica
+        answers[name] = text(response)
+    assert all(answer != base for answer in answers.values()), (base, answers)
+    assert len(set(answers.values())) == len(SHARED), answers
+    assert text(chat(lora, "l-chat")) == base  # the base is unchanged by the adapters next to it
+
+
+def test_an_adapter_stream_answers_as_its_unary_call_under_its_name(lora: str) -> None:
+    body = {"model": SHARED[0], "messages": PROMPT, "max_tokens": 8, "temperature": 0, "stream": True}
+    with httpx.stream("POST", f"{lora}/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ") and line != "data: [DONE]"]
+    chunks = [json.loads(event) for event in events]
+    assert {chunk["model"] for chunk in chunks} == {SHARED[0]}
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert streamed == text(chat(lora, SHARED[0]))
+
+
+def test_requests_for_an_adapter_reach_the_replica_that_holds_it(lora: str, request_log_path: Path) -> None:
+    first = uuid.uuid4().hex
+    chat(lora, SHARED[1], first)
+    (holder,) = replicas_of(request_log_path, [first])
+    # Serve routes by the adapter ids each replica reports; once reported, every request goes to the holder
+    eventually(
+        lambda: _all_on(lora, request_log_path, SHARED[1], holder),
+        what=f"requests for {SHARED[1]} to reach its replica {holder}",
+        timeout_s=60,
+    )
+
+
+def _all_on(base: str, log: Path, model: str, holder: str) -> None:
+    ids = [uuid.uuid4().hex for _ in range(8)]
+    for request_id in ids:
+        chat(base, model, request_id)
+    assert set(replicas_of(log, ids)) == {holder}
+
+
+def test_a_fourth_adapter_unloads_the_least_recently_used(lora: str) -> None:
+    for name in SOLO[:3]:
+        chat(lora, name)
+    chat(lora, SOLO[0])  # now the second is the least recently used
+    assert loaded_on_solo() == sorted(f"{n}:v1" for n in SOLO[:3])
+    chat(lora, SOLO[3])
+    expected = sorted(f"{n}:v1" for n in (SOLO[0], SOLO[2], SOLO[3]))
+    eventually(lambda: _loaded(expected), what=f"l-solo to hold {expected}", timeout_s=30)
+    assert text(chat(lora, SOLO[1])) != text(chat(lora, "l-solo"))  # an unloaded adapter loads again on demand
+
+
+def _loaded(expected: list[str]) -> None:
+    assert loaded_on_solo() == expected
+
+
+def test_an_unknown_adapter_is_a_404_naming_it(lora: str) -> None:
+    body = {"model": "l-nope", "messages": PROMPT, "max_tokens": 2}
+    response = httpx.post(f"{lora}/v1/chat/completions", json=body, timeout=30)
+    assert response.status_code == 404
+    assert "l-nope" in response.json()["error"]["message"]
+
+
+def test_models_lists_adapters_with_their_parent(lora: str) -> None:
+    cards = {c["id"]: c for c in httpx.get(f"{lora}/v1/models", timeout=30).json()["data"]}
+    assert {cards[n]["parent"] for n in [*SHARED, *SOLO]} == {"l-chat", "l-solo"}
+    assert cards["l-a1"]["parent"] == "l-chat" and cards["l-chat"]["parent"] is None
+
+
+def test_an_adapter_canary_steps_and_rolls_back(lora: str) -> None:
+    def act(action: str) -> dict[str, Any]:
+        response = httpx.post(f"{lora}/admin/rollouts/l-chat/{action}", timeout=30)
+        assert response.status_code == 200, response.text
+        state: dict[str, Any] = response.json()
+        return state
+
+    assert act("resume")["weights"] == {"v1": 75.0, "v2": 25.0}
+
+    def stepped() -> None:
+        for _ in range(6):
+            chat(lora, "l-chat")
+        assert rollout_state(lora, "l-chat")["weights"]["v2"] >= 50.0
+
+    eventually(stepped, what="the adapter canary's gate to pass a step", timeout_s=90, interval_s=0)
+    served = {chat(lora, "l-chat").headers["x-served-by"] for _ in range(16)}
+    assert served == {"l-chat@v1", "l-chat@v2"}
+    aborted = act("abort")
+    assert (aborted["phase"], aborted["weights"]["v2"]) == ("aborted", 0.0)
+    eventually(
+        lambda: _only_stable(lora), what="every request back on the stable version", timeout_s=30, interval_s=0.2
+    )
+
+
+def _only_stable(base: str) -> None:
+    assert {chat(base, "l-chat").headers["x-served-by"] for _ in range(8)} == {"l-chat@v1"}
