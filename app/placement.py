@@ -58,6 +58,8 @@ def replicas(config: GraphConfig, *, at_max: bool = False) -> list[Replica]:
     out = [Replica("ingress", ingress.num_cpus, 0.0, None, i + 1) for i in range(ingress.num_replicas)]
     if any(m.rollout is not None for m in config.models):
         out.append(Replica("rollout-controller", CONTROLLER_CPUS, 0.0))
+    if config.serves_adapters():
+        out.append(Replica("adapter-registry", CONTROLLER_CPUS, 0.0))
     for model in config.models:
         for version in (v for v in model.versions if v.has_replicas):
             fewest = version.autoscaling.min_replicas if version.autoscaling else version.num_replicas

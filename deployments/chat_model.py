@@ -123,11 +123,22 @@ class ChatModel:
     async def _adapted(
         self, request: ChatCompletionRequest | CompletionRequest, adapter: AdapterRef
     ) -> ChatCompletionRequest | CompletionRequest:
+        await self._hold(adapter)
+        return for_adapter(request, adapter)
+
+    async def _hold(self, adapter: AdapterRef) -> None:
         if self._adapters is None:
             raise InvalidRequest(f"The model '{adapter.model}' is an adapter on a version that serves none.")
         self._adapter_refs[adapter.name] = adapter
         await self._adapters(adapter.name)
-        return for_adapter(request, adapter)
+
+    async def load_adapter(self, adapter: AdapterRef) -> ErrorInfo | None:
+        """Load `adapter` here (the admin's check before the graph serves it): None, or why it cannot load."""
+        try:
+            await self._hold(adapter)
+        except OpenAIError as exc:
+            return exc.info()
+        return None
 
     async def ready(self) -> bool:
         return True

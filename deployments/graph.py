@@ -23,6 +23,7 @@ from app.config import (
 )
 from app.engines.vllm_chat import cpu_environment
 from app.placement import CONTROLLER_CPUS, Node, pack, replicas, report, tensor_parallel_bundles
+from deployments.adapter_registry import AdapterRegistry
 from deployments.chat_model import ChatModel
 from deployments.encoder import Encoder
 from deployments.ingress import Ingress
@@ -54,20 +55,25 @@ def bind_graph(config: GraphConfig) -> Application:
             base_model, base = config.base_of(model, version)
             handles.setdefault(model.name, {})[version.version] = bound[base_model.name, base.version]
     controller: Application | None = None
+    actor = {"num_cpus": CONTROLLER_CPUS}
     if any(m.rollout is not None for m in config.models):
-        actor = {"num_cpus": CONTROLLER_CPUS}
         controller = RolloutController.options(ray_actor_options=actor).bind(config)  # type: ignore[attr-defined]
-    return bind_ingress(config, handles, controller)
+    registry: Application | None = None
+    if config.serves_adapters():
+        registry = AdapterRegistry.options(ray_actor_options=actor).bind()  # type: ignore[attr-defined]
+    return bind_ingress(config, handles, controller, registry)
 
 
-def bind_ingress(config: GraphConfig, handles: dict[str, dict[str, Application]], controller: Any) -> Application:
+def bind_ingress(
+    config: GraphConfig, handles: dict[str, dict[str, Application]], controller: Any, registry: Any = None
+) -> Application:
     """The ingress with its configured replicas and limits, bound over the model replicas."""
     ingress: Deployment = Ingress.options(  # type: ignore[attr-defined]
         num_replicas=config.ingress.num_replicas,
         max_ongoing_requests=config.ingress.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.ingress.num_cpus},
     )
-    app: Application = ingress.bind(config, handles, controller)
+    app: Application = ingress.bind(config, handles, controller, registry)
     return app
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.types import Receive, Scope, Send
@@ -31,6 +31,7 @@ from app.observability.observer import RequestObserver
 from app.observability.record import CLIENT_GONE
 from app.observability.request_log import RequestLog
 from app.protocol import ModelCard, ModelList, ModelRequest
+from app.serving.adapter_admin import RUNTIME_VERSION, LoadLoraAdapter, RuntimeAdapter, UnloadLoraAdapter, plan_load
 from app.serving.adapters import configured_adapters
 from app.tokenizer import HFTokenizer
 from app.traffic.dispatch import Dispatched, Dispatcher, Refusal, Stream
@@ -101,6 +102,16 @@ def _error_info(exc: Exception) -> ErrorInfo:
     return info
 
 
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    return f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+
+
+def _first_field(exc: ValidationError) -> str | None:
+    loc = exc.errors()[0]["loc"]
+    return str(loc[0]) if loc else None
+
+
 def _json(model: BaseModel, headers: dict[str, str] | None = None) -> Response:
     return Response(content=model.model_dump_json(), media_type="application/json", headers=headers)
 
@@ -135,13 +146,21 @@ def _response(result: Dispatched) -> Response:
 @serve.deployment
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, config: GraphConfig, handles: Handles, controller: DeploymentHandle[Any] | None) -> None:
+    def __init__(
+        self,
+        config: GraphConfig,
+        handles: Handles,
+        controller: DeploymentHandle[Any] | None,
+        registry: DeploymentHandle[Any] | None = None,
+    ) -> None:
         self._config = config
+        self._registry = registry
+        self._runtime: dict[str, RuntimeAdapter] = {}  # adapters loaded at run time, as this ingress serves them
+        self._rng = random.Random()
         self._upstream = ServeUpstream(handles, config.ingress.grpc_handles, configured_adapters(config))
         self._controller = controller
         self._created = int(time.time())
-        rng = random.Random()
-        self._routers = {m.name: VersionRouter(m, time.monotonic, rng) for m in config.models}
+        self._routers = {m.name: VersionRouter(m, time.monotonic, self._rng) for m in config.models}
         # every tokenizer the tiers count with, loaded before the replica reports ready (not by the first requests)
         self._tokenizers = {name: self._load_tokenizer(name) for name in {t.model for t in config.routing.tiers}}
         self._planner = Planner(config, self._count_tokens, lambda name: self._routers[name].can_serve())
@@ -233,6 +252,50 @@ class Ingress:
         await self._sync()
         return JSONResponse(result)
 
+    @api.post("/v1/load_lora_adapter")
+    async def load_lora_adapter(self, request: Request) -> Response:
+        """Serve a LoRA adapter as a model of its own, with no redeploy (vLLM's endpoint and body; admin key)."""
+        try:
+            self._gate.caller(request.headers, admin=True)
+            if self._registry is None:
+                raise NotFound("No version of this graph serves adapters (none sets lora).")
+            body = LoadLoraAdapter.model_validate(await self._read_json(request))
+            entry = plan_load(self._config, body, self._runtime)
+            base = self._upstream.handle(entry.base_model, entry.base_version)
+            failed = await call(
+                base.options(multiplexed_model_id=entry.ref().name).load_adapter.remote(entry.ref()), 300
+            )
+            if failed is not None:
+                return error_response(failed)
+            if not await call(self._registry.add.remote(entry), 10):
+                raise InvalidRequest(f"The model '{entry.name}' already exists; unload it first.", param="lora_name")
+        except ValidationError as exc:
+            return error_response(InvalidRequest(_first_error(exc), param=_first_field(exc)).info())
+        except Exception as exc:
+            return error_response(_error_info(exc))
+        self._install(entry)
+        return PlainTextResponse(f"Success: LoRA adapter '{entry.name}' added successfully.")
+
+    @api.post("/v1/unload_lora_adapter")
+    async def unload_lora_adapter(self, request: Request) -> Response:
+        """Stop serving an adapter loaded at run time; replicas that hold it drop it as they load others."""
+        try:
+            self._gate.caller(request.headers, admin=True)
+            body = UnloadLoraAdapter.model_validate(await self._read_json(request))
+            if body.lora_name not in self._runtime and self._config.model(body.lora_name) is not None:
+                raise InvalidRequest(
+                    f"The model '{body.lora_name}' is in the serve config; remove it there.", param="lora_name"
+                )
+            removed = self._registry is not None and await call(self._registry.remove.remote(body.lora_name), 10)
+            if not removed:
+                raise NotFound(f"The LoRA adapter '{body.lora_name}' cannot be found.", param="lora_name")
+        except ValidationError as exc:
+            return error_response(InvalidRequest(_first_error(exc), param=_first_field(exc)).info())
+        except Exception as exc:
+            return error_response(_error_info(exc))
+        self._uninstall(body.lora_name)
+        return PlainTextResponse(f"Success: LoRA adapter '{body.lora_name}' removed successfully.")
+
     @api.post(CATCH_ALL)
     async def rewritten(self, request: Request) -> Response:
         """Paths that exist only before a rewrite rule (e.g. a legacy prefix); unmatched ones get a 404."""
@@ -269,7 +332,8 @@ class Ingress:
     # ---- rollout sync -------------------------------------------------------------------------------------
 
     def _ensure_syncing(self) -> None:
-        if self._controller is not None and (self._syncer is None or self._syncer.done()):
+        syncs = self._controller is not None or self._registry is not None
+        if syncs and (self._syncer is None or self._syncer.done()):
             self._syncer = asyncio.get_running_loop().create_task(self._sync_forever())
         if self._breaker_poll is None or self._breaker_poll.done():
             self._breaker_poll = asyncio.get_running_loop().create_task(self._poll_breakers_forever())
@@ -289,11 +353,35 @@ class Ingress:
             await asyncio.sleep(self._config.routing.sync_interval_s)
 
     async def _sync(self) -> None:
+        if self._registry is not None:
+            entries: list[RuntimeAdapter] = await call(self._registry.entries.remote(), 5)
+            for name in set(self._runtime) - {e.name for e in entries}:
+                self._uninstall(name)
+            for entry in entries:
+                if entry.name not in self._runtime:
+                    self._install(entry)
         if self._controller is None:
             return
         weights = await call(self._controller.sync.remote(self._outcomes.drain()), 5)
         for name, shares in weights.items():
             self._routers[name].set_weights(shares)
+
+    def _install(self, entry: RuntimeAdapter) -> None:
+        """Serve a runtime adapter here: its model in the config the pipeline reads, its router and its hop."""
+        if entry.name in self._runtime:
+            return
+        model = entry.model(self._config)
+        self._runtime[entry.name] = entry
+        self._config.models.append(model)
+        self._routers[entry.name] = VersionRouter(model, time.monotonic, self._rng)
+        self._upstream.add_adapter(entry.name, RUNTIME_VERSION, entry.ref(), (entry.base_model, entry.base_version))
+
+    def _uninstall(self, name: str) -> None:
+        if self._runtime.pop(name, None) is None:
+            return
+        self._config.models[:] = [m for m in self._config.models if m.name != name]
+        self._routers.pop(name, None)
+        self._upstream.remove_model(name)
 
     # ---- helpers ----------------------------------------------------------------------------------------------
 

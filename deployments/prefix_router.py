@@ -48,7 +48,9 @@ class PrefixCacheRouter(RequestRouter):
             self._metrics.prefix_route(self._name, "error")
             return [candidate_replicas]
 
-    def on_request_routed(self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult) -> None:
+    def on_request_routed(
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult
+    ) -> None:
         try:
             keys = self._keys(pending_request)
             if keys:

@@ -30,6 +30,16 @@ class ServeUpstream:
         for (model, version), adapter in adapters.items():
             self._handles[model][version] = self._handles[model][version].options(multiplexed_model_id=adapter.name)
 
+    def add_adapter(self, model: str, version: str, adapter: AdapterRef, base: tuple[str, str]) -> None:
+        """Serve `model@version` as `adapter` on the replicas of the base (model, version)."""
+        handle = self._handles[base[0]][base[1]].options(multiplexed_model_id=adapter.name)
+        self._handles.setdefault(model, {})[version] = handle
+        self._adapters[model, version] = adapter
+
+    def remove_model(self, model: str) -> None:
+        for version in self._handles.pop(model, {}):
+            self._adapters.pop((model, version), None)
+
     def handle(self, model: str, version: str) -> DeploymentHandle[Any]:
         return self._handles[model][version]
 

@@ -143,10 +143,20 @@ class GraphConfig(Strict):
                     )
         return self
 
+    def serves_adapters(self) -> bool:
+        """Whether a version sets `lora` (the graph then keeps a registry of adapters loaded at run time)."""
+        return any(v.lora is not None for m in self.models for v in m.versions)
+
     def parent(self, model: ModelConfig) -> str | None:
         """The base model an adapter model's stable version runs on (`/v1/models` lists it as the parent)."""
         base_model, _ = self.base_of(model, model.serving_version)
         return base_model.name if base_model is not model else None
+
+    def base_version(self, model: str, version: str) -> ModelVersion:
+        found = self.model(model)
+        if found is None:
+            raise KeyError(model)
+        return found.version(version)
 
     def base_of(self, model: ModelConfig, version: ModelVersion) -> tuple[ModelConfig, ModelVersion]:
         """The model version whose replicas serve `version`: its base for an adapter, else itself."""

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pydantic import BaseModel
 
 from app.adapters import AdapterMismatch, check_adapter
 from app.config import GraphConfig, adapter_name
-from app.errors import InvalidRequest
+from app.errors import InvalidRequest, OpenAIError
 from app.protocol import ChatCompletionRequest, CompletionRequest
 
 GenerationRequest = ChatCompletionRequest | CompletionRequest
@@ -90,7 +89,12 @@ class AdapterLoader:
             check_adapter(adapter.name, Path(adapter.path), self._base_path, self._max_rank)
         except AdapterMismatch as exc:
             raise InvalidRequest(str(exc), param="model") from None
-        await self._host.load_adapter(adapter.name, adapter.path)
+        try:
+            await self._host.load_adapter(adapter.name, adapter.path)
+        except OpenAIError:
+            raise
+        except Exception as exc:  # the engine's own failure on these files: the base serves on
+            raise InvalidRequest(f"The adapter '{adapter.model}' could not be loaded: {exc}", param="model") from exc
         self.loaded.add(adapter.name)
         return LoadedAdapter(adapter.name, self, asyncio.get_running_loop())
 
@@ -112,5 +116,6 @@ class LoadedAdapter:
         if self._released:
             return
         self._released = True
-        with contextlib.suppress(RuntimeError):  # a closed loop: the replica is going away with its engine
-            self.unloading = asyncio.run_coroutine_threadsafe(self._loader.unload(self.name), self._loop)
+        if self._loop.is_closed():  # the replica is going away with its engine
+            return
+        self.unloading = asyncio.run_coroutine_threadsafe(self._loader.unload(self.name), self._loop)

@@ -7,6 +7,7 @@ An application under the route prefix /lora, next to the tiny graph."""
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,3 +183,48 @@ def test_an_adapter_canary_steps_and_rolls_back(lora: str) -> None:
 
 def _only_stable(base: str) -> None:
     assert {chat(base, "l-chat").headers["x-served-by"] for _ in range(8)} == {"l-chat@v1"}
+
+
+def admin(base: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(f"{base}{path}", json=body, timeout=300)
+
+
+def test_an_adapter_loaded_at_run_time_is_served_listed_and_unloaded(lora: str, adapter_paths: dict[str, Path]) -> None:
+    load = {"lora_name": "l-runtime", "lora_path": str(adapter_paths["canary"]), "base_model": "l-chat/v1"}
+    loaded = admin(lora, "/v1/load_lora_adapter", load)
+    assert loaded.status_code == 200, loaded.text
+    cards = {c["id"]: c for c in httpx.get(f"{lora}/v1/models", timeout=30).json()["data"]}
+    assert cards["l-runtime"]["parent"] == "l-chat"
+    answer = chat(lora, "l-runtime")
+    assert answer.json()["model"] == "l-runtime" and text(answer) != text(chat(lora, "l-chat"))
+    again = admin(lora, "/v1/load_lora_adapter", load)
+    assert again.status_code == 400 and again.json()["error"]["param"] == "lora_name"
+    assert admin(lora, "/v1/unload_lora_adapter", {"lora_name": "l-runtime"}).status_code == 200
+    body = {"model": "l-runtime", "messages": PROMPT, "max_tokens": 2}
+    assert httpx.post(f"{lora}/v1/chat/completions", json=body, timeout=30).status_code == 404
+    assert "l-runtime" not in {c["id"] for c in httpx.get(f"{lora}/v1/models", timeout=30).json()["data"]}
+    gone = admin(lora, "/v1/unload_lora_adapter", {"lora_name": "l-runtime"})
+    assert gone.status_code == 404 and "l-runtime" in gone.json()["error"]["message"]
+    configured = admin(lora, "/v1/unload_lora_adapter", {"lora_name": "l-a1"})
+    assert configured.status_code == 400 and "serve config" in configured.json()["error"]["message"]
+
+
+def test_an_adapter_that_cannot_run_on_its_base_is_refused_by_name_and_the_base_serves_on(
+    lora: str, tiny_paths: tuple[Path, Path], adapter_paths: dict[str, Path], tmp_path: Path
+) -> None:
+    wide = build_tiny_lora_adapter(tiny_paths[0], tmp_path / "wide", rank=16, seed=7)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(adapter_paths["canary"], elsewhere)
+    config = json.loads((elsewhere / "adapter_config.json").read_text())
+    (elsewhere / "adapter_config.json").write_text(json.dumps({**config, "target_modules": ["nope_proj"]}))
+    before = text(chat(lora, "l-chat"))
+    for name, path, reason in [("l-wide", wide, "16"), ("l-elsewhere", elsewhere, "nope_proj")]:
+        refused = admin(
+            lora, "/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path), "base_model": "l-chat"}
+        )
+        assert refused.status_code == 400, refused.text
+        error = refused.json()["error"]
+        assert name in error["message"] and reason in error["message"], error
+    missing = admin(lora, "/v1/load_lora_adapter", {"lora_name": "l-x", "lora_path": str(tmp_path / "none")})
+    assert missing.status_code == 400 and missing.json()["error"]["param"] == "base_model"  # two bases serve adapters
+    assert text(chat(lora, "l-chat")) == before
