@@ -19,6 +19,7 @@ EMBED_MODEL = "all-minilm-l6-v2"
 RERANK_MODEL = "minilm-rerank"
 QUESTION = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
 ON_VLLM = {"x-experiment": "smollm2-v1"}  # pins the stable version (vLLM); v2 runs on transformers
+ADAPTERS = ["smollm2-lora-a", "smollm2-lora-b"]  # LoRA adapters on v1's replicas
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,30 @@ def client(default_graph: str) -> openai.OpenAI:
 
 
 def test_models_are_listed(client: openai.OpenAI) -> None:
-    assert {m.id for m in client.models.list()} == {CHAT_MODEL, EMBED_MODEL, RERANK_MODEL}
+    models = {m.id: m for m in client.models.list()}
+    assert set(models) == {CHAT_MODEL, EMBED_MODEL, RERANK_MODEL, *ADAPTERS}
+    assert {getattr(models[name], "parent", None) for name in ADAPTERS} == {CHAT_MODEL}
+
+
+def test_each_adapter_answers_differently_from_the_base_at_temperature_0(client: openai.OpenAI) -> None:
+    prompts = ["Name three colours.", "Write a haiku about the sea.", "Explain what a CPU does in one sentence."]
+
+    def answer(model: str, prompt: str) -> str:
+        raw = client.chat.completions.with_raw_response.create(
+            model=model,
+            messages=[{"role": "user", "content": prompt}],
+            temperature=0,
+            max_tokens=16,
+            extra_headers=ON_VLLM if model == CHAT_MODEL else {},
+        )  # type: ignore[arg-type]
+        assert raw.headers["x-served-by"] == f"{model}@v1"
+        completion = raw.parse()
+        assert completion.model == model
+        return completion.choices[0].message.content or ""
+
+    for prompt in prompts:
+        answers = {model: answer(model, prompt) for model in [CHAT_MODEL, *ADAPTERS]}
+        assert len(set(answers.values())) == 3, answers  # base and both adapters each say something else
 
 
 def test_smollm2_knows_paris(client: openai.OpenAI) -> None:

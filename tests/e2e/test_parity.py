@@ -16,8 +16,9 @@ import pytest
 
 from app.config import load_config
 from app.engines.vllm_chat import cpu_environment, vllm_argv
+from app.serving.adapters import configured_adapters
 from tests.e2e.conftest import default_args
-from tests.e2e.test_default_graph import CHAT_MODEL, ON_VLLM, QUESTION
+from tests.e2e.test_default_graph import ADAPTERS, CHAT_MODEL, ON_VLLM, QUESTION
 from tests.e2e.test_vllm_surface import ASK_WEATHER, WEATHER
 from tests.eventually import HTTP_RETRIED, eventually
 
@@ -44,7 +45,10 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         max_model_len=version.max_model_len,
         gpu_memory_utilization=version.gpu_memory_utilization,
         chat_template=version.vllm.chat_template_path(),
+        lora=version.lora,
     )
+    # the graph's adapters on v1, under the names clients send (vLLM answers with the adapter's name too)
+    argv += ["--lora-modules", *(f"{ref.model}={ref.path}" for ref in configured_adapters(config).values())]
     port = _free_port()
     log = (tmp_path_factory.mktemp("vllm") / "server.log").open("w")
     env = {**os.environ, **cpu_environment(version.vllm.kv_cache_space_gb)}
@@ -147,4 +151,14 @@ def test_the_graph_answers_what_vllm_answers(default_graph: str, vllm_server: st
     theirs = httpx.post(f"{vllm_server}{path}", json=body, timeout=120)
     assert ours.status_code == theirs.status_code == 200, (ours.text, theirs.text)
     assert ours.headers["x-served-by"] == f"{CHAT_MODEL}@v1"
+    assert _content(ours.json()) == _content(theirs.json())
+
+
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_an_adapter_answers_what_vllm_answers_with_it(default_graph: str, vllm_server: str, adapter: str) -> None:
+    body = {"model": adapter, "temperature": 0, "messages": QUESTION, "max_tokens": 24}
+    ours = httpx.post(f"{default_graph}/v1/chat/completions", json=body, timeout=120)
+    theirs = httpx.post(f"{vllm_server}/v1/chat/completions", json=body, timeout=120)
+    assert ours.status_code == theirs.status_code == 200, (ours.text, theirs.text)
+    assert ours.headers["x-served-by"] == f"{adapter}@v1"
     assert _content(ours.json()) == _content(theirs.json())

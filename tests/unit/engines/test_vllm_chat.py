@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from app.config import VllmOptions
+from app.config import LoraConfig, VllmOptions
 from app.engines.vllm_chat import finish_reason, relayed, vllm_argv
 from app.errors import ErrorInfo, ServiceUnavailable
 
@@ -41,6 +41,19 @@ def test_the_flags_are_vllm_serves_own() -> None:
     assert "--distributed-executor-backend" not in argv
     plain = vllm_argv(Path("/w"), "m", VllmOptions(), max_model_len=64, gpu_memory_utilization=0.5, chat_template=None)
     assert "--tool-call-parser" not in plain and "--chat-template" not in plain and "--stream-interval" not in plain
+    assert "--enable-lora" not in plain
+
+
+def test_lora_asks_vllm_for_as_many_adapter_slots_as_the_replica_holds() -> None:
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    lora = LoraConfig(max_adapters=5, max_rank=32)
+    argv = vllm_argv(
+        Path("/w"), "m", VllmOptions(), max_model_len=64, gpu_memory_utilization=0.5, chat_template=None, lora=lora
+    )
+    args = make_arg_parser(FlexibleArgumentParser()).parse_args(argv)
+    assert (args.enable_lora, args.max_lora_rank, args.max_loras, args.max_cpu_loras) == (True, 32, 5, 5)
 
 
 def test_the_flags_parse_with_vllms_own_parser() -> None:
@@ -141,7 +154,8 @@ def vllm_chat(engine: FakeAsyncLLM) -> object:
 
     from app.engines.vllm_chat import VllmChat
 
-    return VllmChat(engine, SimpleNamespace(openai_serving_chat=None, openai_serving_completion=None), 16)
+    state = SimpleNamespace(openai_serving_chat=None, openai_serving_completion=None, openai_serving_models=None)
+    return VllmChat(engine, state, 16)
 
 
 async def test_a_request_read_to_its_end_is_finished_and_metered() -> None:
