@@ -109,6 +109,10 @@ def test_admin_endpoints_need_an_admin_key(guarded: str) -> None:
     assert client.status_code == 403 and client.json()["error"]["code"] == "admin_key_required"
     admin = httpx.get(f"{guarded}/admin/rollouts", headers={"authorization": "Bearer admin-key"}, timeout=30)
     assert admin.status_code == 200 and admin.json() == {"rollouts": []}
+    for path in ("/v1/load_lora_adapter", "/v1/unload_lora_adapter"):
+        body = {"lora_name": "x", "lora_path": "/nowhere"}
+        load = httpx.post(f"{guarded}{path}", json=body, headers={"authorization": "Bearer client-key"}, timeout=30)
+        assert load.status_code == 403 and load.json()["error"]["code"] == "admin_key_required", path
 
 
 def test_deterministic_answers_are_cached(guarded: str) -> None:
