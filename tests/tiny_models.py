@@ -12,8 +12,10 @@ default runs on the real weights of `app.weights`.
   Head size 32 is one that vLLM's CPU attention supports.
 - `build_tiny_embedding_model(path)`: a `BertModel` (hidden 32, 2 layers) with a WordPiece tokenizer, saved as a
   sentence-transformers model (Transformer + mean Pooling, `max_seq_length` 128).
+- `build_tiny_lora_adapter(base_path, path)`: a peft LoRA adapter for the tiny chat model at `base_path`, with
+  random (seeded) weights large enough that greedy output changes; another seed gives another adapter.
 
-Both are idempotent: a folder that already holds the saved model is returned as it is. Each is built in a
+All are idempotent: a folder that already holds the saved model is returned as it is. Each is built in a
 temporary folder next to `path` and renamed into place, so a half-built folder never looks finished.
 """
 
@@ -25,7 +27,7 @@ import shutil
 import string
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,6 +56,8 @@ CHATML_TEMPLATE = (
 
 _CHAT_MARKER = "model.safetensors"
 _EMBEDDING_MARKER = "modules.json"
+_LORA_MARKER = "adapter_model.safetensors"
+_LORA_B_SCALE = 2.0
 
 _SUBJECTS = ["the cat", "a model", "my friend", "the server", "this request", "our team", "the river", "a student"]
 _VERBS = ["reads", "writes", "answers", "sends", "likes", "counts", "streams", "finds", "builds", "sees"]
@@ -110,6 +114,49 @@ def build_tiny_chat_model(path: Path) -> Path:
 def build_tiny_embedding_model(path: Path) -> Path:
     """A tiny random BERT sentence-transformers model at `path` (built once); returns `path`."""
     return _build_atomically(path, _EMBEDDING_MARKER, _write_tiny_embedding_model)
+
+
+def build_tiny_lora_adapter(
+    base_path: Path,
+    path: Path,
+    *,
+    rank: int = 4,
+    seed: int = 0,
+    target_modules: Sequence[str] = ("q_proj", "v_proj"),
+) -> Path:
+    """A LoRA adapter (peft's `save_pretrained` layout) for the tiny chat model at `base_path`, built once at `path`;
+    returns `path`. A folder that already holds an adapter is returned as it is, whatever it was built with."""
+
+    def write(out: Path) -> None:
+        _write_tiny_lora_adapter(Path(base_path), out, rank=rank, seed=seed, target_modules=tuple(target_modules))
+
+    return _build_atomically(path, _LORA_MARKER, write)
+
+
+def _write_tiny_lora_adapter(
+    base_path: Path, out: Path, *, rank: int, seed: int, target_modules: tuple[str, ...]
+) -> None:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(base_path), local_files_only=True)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        target_modules=list(target_modules),
+        # peft's default zeroes lora_B, so a fresh adapter changes nothing; random A and B do
+        init_lora_weights=False,
+        task_type="CAUSAL_LM",
+    )
+    torch.manual_seed(seed)
+    model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, weight in model.named_parameters():
+            if "lora_B" in name:
+                # B @ A then shifts the targeted projections by several times the base weights' 0.02 spread
+                weight.mul_(_LORA_B_SCALE)
+    model.save_pretrained(str(out))
 
 
 def tiny_bert_config(tokenizer: Any, **extra: Any) -> Any:

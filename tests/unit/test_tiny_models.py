@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from tests.tiny_models import (
     EOS_TOKEN,
     build_tiny_chat_model,
     build_tiny_embedding_model,
+    build_tiny_lora_adapter,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -101,3 +103,20 @@ def test_tiny_cross_encoder_scores_pairs(tmp_path: Path) -> None:
     scores = engine.score([("a query", "a document"), ("a query", "something else entirely")])
     assert scores.shape == (2,) and ((scores > 0) & (scores < 1)).all()
     assert engine.count_tokens(["a query"])[0] >= 3  # [CLS] ... [SEP]
+
+
+def test_lora_adapter_build_is_idempotent_and_seeded(built: Path, tmp_path: Path) -> None:
+    adapter = build_tiny_lora_adapter(built / "chat", tmp_path / "a", rank=2, target_modules=("q_proj", "o_proj"))
+    before = {p: p.stat().st_mtime_ns for p in adapter.rglob("*")}
+    assert build_tiny_lora_adapter(built / "chat", adapter) == adapter
+    assert {p: p.stat().st_mtime_ns for p in adapter.rglob("*")} == before
+
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert (config["peft_type"], config["r"], sorted(config["target_modules"])) == ("LORA", 2, ["o_proj", "q_proj"])
+    weights = (adapter / "adapter_model.safetensors").read_bytes()
+    same = build_tiny_lora_adapter(built / "chat", tmp_path / "same", rank=2, target_modules=("q_proj", "o_proj"))
+    other = build_tiny_lora_adapter(
+        built / "chat", tmp_path / "other", rank=2, seed=1, target_modules=("q_proj", "o_proj")
+    )
+    assert (same / "adapter_model.safetensors").read_bytes() == weights
+    assert (other / "adapter_model.safetensors").read_bytes() != weights
