@@ -42,10 +42,16 @@ class NoopEngine:
 
     def __init__(self, tokens: int = NOOP_TOKENS) -> None:
         self.stats = EngineStats()
+        self.adapters: frozenset[str] = frozenset()
         self._tokens = tokens
 
     async def generate(
-        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
+        self,
+        prompt_ids: Sequence[int],
+        sampling: SamplingSettings,
+        request_id: str,
+        *,
+        adapter: str | None = None,
     ) -> AsyncGenerator[GenerationDelta, None]:
         with self.stats.counting():
             count = min(self._tokens, sampling.max_tokens)

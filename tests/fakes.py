@@ -46,12 +46,20 @@ class ScriptedEngine:
         self.fail_after = fail_after
         self.stats = EngineStats()
         self.seen: list[tuple[list[int], SamplingSettings]] = []
+        self.adapters: frozenset[str] = frozenset()  # a test sets the adapters it pretends are loaded
+        self.seen_adapters: list[str | None] = []  # the `adapter` of each call, in the order of `seen`
 
     async def generate(
-        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
+        self,
+        prompt_ids: Sequence[int],
+        sampling: SamplingSettings,
+        request_id: str,
+        *,
+        adapter: str | None = None,
     ) -> AsyncGenerator[GenerationDelta, None]:
         with self.stats.counting():
             self.seen.append((list(prompt_ids), sampling))
+            self.seen_adapters.append(adapter)
             words = self.reply[: sampling.max_tokens]
             for i, word in enumerate(words):
                 if self.fail_after is not None and i == self.fail_after:

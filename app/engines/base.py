@@ -67,9 +67,21 @@ class ChatEngine(Protocol):
 
     stats: EngineStats
 
+    @property
+    def adapters(self) -> frozenset[str]:
+        """The names of the LoRA adapters loaded now (none for an engine without adapters)."""
+        ...
+
     def generate(
-        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
-    ) -> AsyncGenerator[GenerationDelta, None]: ...
+        self,
+        prompt_ids: Sequence[int],
+        sampling: SamplingSettings,
+        request_id: str,
+        *,
+        adapter: str | None = None,
+    ) -> AsyncGenerator[GenerationDelta, None]:
+        """Deltas for the prompt, on the base model, or with `adapter` (one of `adapters`) applied."""
+        ...
 
     def check_health(self) -> None:
         """Raise if the engine can no longer serve."""

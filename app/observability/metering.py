@@ -103,11 +103,20 @@ class MeteredChatEngine:
     def check_health(self) -> None:
         self._engine.check_health()
 
+    @property
+    def adapters(self) -> frozenset[str]:
+        return self._engine.adapters
+
     async def generate(
-        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
+        self,
+        prompt_ids: Sequence[int],
+        sampling: SamplingSettings,
+        request_id: str,
+        *,
+        adapter: str | None = None,
     ) -> AsyncGenerator[GenerationDelta, None]:
         meter, clock = _meter.get(), self._clock
-        deltas = self._engine.generate(prompt_ids, sampling, request_id)
+        deltas = self._engine.generate(prompt_ids, sampling, request_id, adapter=adapter)
         if meter is not None:
             meter.prompt_tokens = len(prompt_ids)
         try:

@@ -15,11 +15,19 @@ class TimedEngine:
     def __init__(self, clock: ManualClock, words: int, step_s: float) -> None:
         self.clock, self.words, self.step_s = clock, words, step_s
         self.stats = EngineStats()
+        self.adapters: frozenset[str] = frozenset({"a"})
         self.closed = False
+        self.adapter: str | None = None
 
     async def generate(
-        self, prompt_ids: Sequence[int], sampling: SamplingSettings, request_id: str
+        self,
+        prompt_ids: Sequence[int],
+        sampling: SamplingSettings,
+        request_id: str,
+        *,
+        adapter: str | None = None,
     ) -> AsyncGenerator[GenerationDelta, None]:
+        self.adapter = adapter
         try:
             for i in range(self.words):
                 self.clock.now += self.step_s
@@ -64,3 +72,16 @@ async def test_engine_without_a_meter_is_passed_through() -> None:
         d async for d in MeteredChatEngine(TimedEngine(clock, 2, 0.1), clock).generate([1], SamplingSettings(2), "r")
     ]
     assert len(deltas) == 2 and current_meter() is None
+
+
+async def test_metered_engine_passes_the_adapters_and_the_chosen_adapter_through() -> None:
+    clock = ManualClock(100.0)
+    engine = TimedEngine(clock, words=1, step_s=0.1)
+    metered = MeteredChatEngine(engine, clock)
+    assert metered.adapters == {"a"}
+    engine.adapters = frozenset({"a", "b"})
+    assert metered.adapters == {"a", "b"}  # read through, not copied
+    [d async for d in metered.generate([1], SamplingSettings(max_tokens=1), "r", adapter="b")]
+    assert engine.adapter == "b"
+    [d async for d in metered.generate([1], SamplingSettings(max_tokens=1), "r")]
+    assert engine.adapter is None
