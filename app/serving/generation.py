@@ -36,6 +36,7 @@ class Prepared:
     created: int
     prompt_ids: list[int]
     sampling: SamplingSettings
+    adapter: str | None = None  # the request names a loaded LoRA adapter: generate with it
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,10 @@ def sse(payload: str) -> str:
 
 
 class GenerationService:
+    """A request whose `model` is the name of one of the engine's loaded LoRA adapters is generated with that
+    adapter and answered under its name (as vLLM's OpenAI server does); any other runs on the base model and is
+    answered as `model`."""
+
     def __init__(
         self,
         *,
@@ -117,7 +122,8 @@ class GenerationService:
             presence_penalty=request.presence_penalty,
             frequency_penalty=request.frequency_penalty,
         )
-        return Prepared(prefix + self._new_id(), int(self._clock()), list(prompt_ids), sampling)
+        adapter = request.model if request.model in self._engine.adapters else None
+        return Prepared(prefix + self._new_id(), int(self._clock()), list(prompt_ids), sampling, adapter)
 
     async def create(self, request: GenerationRequest) -> ChatCompletionResponse | CompletionResponse | ErrorInfo:
         try:
@@ -140,14 +146,14 @@ class GenerationService:
             return ChatCompletionResponse(
                 id=prepared.request_id,
                 created=prepared.created,
-                model=self.model,
+                model=self._answering(prepared),
                 choices=[ChatChoice(message=AssistantMessage(content="".join(text)), finish_reason=reason)],
                 usage=usage,
             )
         return CompletionResponse(
             id=prepared.request_id,
             created=prepared.created,
-            model=self.model,
+            model=self._answering(prepared),
             choices=[CompletionChoice(text="".join(text), finish_reason=reason)],
             usage=usage,
         )
@@ -161,7 +167,7 @@ class GenerationService:
         except OpenAIError as exc:
             yield exc.info()
             return
-        chunk = _ChunkShaper(request, prepared, self.model)
+        chunk = _ChunkShaper(request, prepared, self._answering(prepared))
         tokens = 0
         try:
             # aclosing: a consumer that stops early (client gone) closes the engine's generator now, which aborts
@@ -179,10 +185,16 @@ class GenerationService:
         if request.include_usage:
             yield sse(chunk.usage(_usage(len(prepared.prompt_ids), tokens)))
 
+    def _answering(self, prepared: Prepared) -> str:
+        """The `model` of the answer: the adapter's name for an adapter request."""
+        return prepared.adapter or self.model
+
     def _generate(self, prepared: Prepared) -> AsyncGenerator[GenerationDelta, None]:
         if prepared.sampling.max_tokens == 0:  # completions allow max_tokens 0; engines need at least 1
             return _nothing()
-        return self._engine.generate(prepared.prompt_ids, prepared.sampling, prepared.request_id)
+        return self._engine.generate(
+            prepared.prompt_ids, prepared.sampling, prepared.request_id, adapter=prepared.adapter
+        )
 
 
 async def _nothing() -> AsyncGenerator[GenerationDelta, None]:

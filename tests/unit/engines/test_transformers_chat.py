@@ -11,6 +11,10 @@ import pytest
 from app.engines.base import SamplingSettings
 from app.engines.transformers_chat import GenerationCall, TransformersChatEngine, fewest_tokens
 from app.errors import InvalidRequest, NotFound, ServiceUnavailable
+from app.observability.metering import MeteredChatEngine
+from app.protocol import CompletionRequest, CompletionResponse
+from app.serving.generation import GenerationService, Limits
+from app.tokenizer import HFTokenizer
 from tests.tiny_models import build_tiny_chat_model, build_tiny_lora_adapter
 
 
@@ -212,6 +216,26 @@ async def test_a_call_whose_adapter_was_unloaded_fails_alone(
     engine.load_adapter("a", tiny["a"])
     (delta,) = [d async for d in engine.generate(p, GREEDY, "r", adapter="a")]
     assert delta.text == answers["a"][0]
+
+
+async def test_generation_service_serves_an_adapter_request_through_the_metered_engine(
+    engine: TransformersChatEngine, tiny: dict[str, Path], answers: dict[str, list[str]]
+) -> None:
+    """The real wiring: service -> MeteredChatEngine -> engine, with the adapter a request's `model` names."""
+    engine.load_adapter("a", tiny["a"])
+    served = GenerationService(
+        model="tiny",
+        tokenizer=HFTokenizer(tiny["base"]),
+        engine=MeteredChatEngine(engine),
+        limits=Limits(max_model_len=256, max_output_tokens=GREEDY.max_tokens),
+    )
+    texts = {}
+    for model in ("tiny", "a"):
+        request = CompletionRequest(model=model, prompt="Hello, world! It is", max_tokens=6, temperature=0)
+        answer = await served.create(request)
+        assert isinstance(answer, CompletionResponse) and answer.model == model
+        texts[model] = answer.choices[0].text
+    assert (texts["tiny"], texts["a"]) == (answers["base"][0], answers["a"][0])
 
 
 def test_a_load_waits_for_the_running_batch(

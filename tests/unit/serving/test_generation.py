@@ -174,3 +174,50 @@ async def test_roles_render_through_the_template(role: str) -> None:
     rendered = "".join(chr(i) for i in engine.seen[0][0])
     expected_role = "system" if role == "developer" else role
     assert rendered == f"{expected_role}: c\nuser: u\nassistant: "
+
+
+# ---- LoRA adapters: a request naming a loaded adapter ------------------------------------------------------------
+
+
+def with_adapters(*names: str) -> ScriptedEngine:
+    engine = ScriptedEngine()
+    engine.adapters = frozenset(names)
+    return engine
+
+
+async def test_a_request_naming_a_loaded_adapter_runs_on_it_and_is_answered_under_its_name() -> None:
+    engine = with_adapters("a", "b")
+    answer = await service(engine).create(chat(model="a"))
+    assert isinstance(answer, ChatCompletionResponse) and answer.model == "a"
+    completion = await service(engine).create(CompletionRequest(model="b", prompt="say", max_tokens=2))
+    assert isinstance(completion, CompletionResponse) and completion.model == "b"
+    assert engine.seen_adapters == ["a", "b"]
+
+
+@pytest.mark.parametrize("model", ["m", "not-an-adapter"])
+async def test_any_other_request_runs_on_the_base_model(model: str) -> None:
+    engine = with_adapters("a")
+    answer = await service(engine).create(chat(model=model))
+    assert isinstance(answer, ChatCompletionResponse) and answer.model == "m"
+    assert engine.seen_adapters == [None]
+
+
+async def test_an_adapter_stream_carries_its_name_in_every_chunk() -> None:
+    engine = with_adapters("a")
+    events = await collect(service(engine), chat(model="a", stream=True, stream_options={"include_usage": True}))
+    chunks = [json.loads(str(e)[6:]) for e in events]
+    assert len(chunks) > 2 and {c["model"] for c in chunks} == {"a"}  # the usage chunk too
+    events = await collect(service(engine), CompletionRequest(model="a", prompt="p", stream=True, max_tokens=2))
+    assert {json.loads(str(e)[6:])["model"] for e in events} == {"a"}
+    assert engine.seen_adapters == ["a", "a"]
+
+
+async def test_the_service_asks_the_engine_for_its_adapters_on_every_request() -> None:
+    engine = with_adapters()
+    served = service(engine)
+    engine.adapters = frozenset({"a"})  # loaded after the service was built
+    first = await served.create(chat(model="a"))
+    engine.adapters = frozenset()  # and unloaded again
+    second = await served.create(chat(model="a"))
+    assert isinstance(first, ChatCompletionResponse) and isinstance(second, ChatCompletionResponse)
+    assert (first.model, second.model, engine.seen_adapters) == ("a", "m", ["a", None])
