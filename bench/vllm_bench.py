@@ -61,8 +61,16 @@ def shapes(scale: float) -> list[Shape]:
 
 
 def client_args(
-    base: str, tokenizer: Path, shape: Shape, headers: dict[str, str], out: Path, seed: int = 0
+    base: str,
+    tokenizer: Path,
+    shape: Shape,
+    headers: dict[str, str],
+    out: Path,
+    seed: int = 0,
+    lora_modules: Sequence[str] = (),
 ) -> list[str]:
+    """`vllm bench serve`'s arguments for one run; with `lora_modules`, each request names one of them, drawn at
+    random (`--lora-modules`), instead of the base model (its warm-up requests still name the base)."""
     argv = [
         "--backend", "openai-chat", "--base-url", base, "--endpoint", "/v1/chat/completions",
         "--model", CHAT_MODEL, "--tokenizer", str(tokenizer), "--dataset-name", "random",
@@ -72,15 +80,20 @@ def client_args(
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
         "--save-result", "--result-dir", str(out.parent), "--result-filename", out.name, "--disable-tqdm",
     ]  # fmt: skip
+    if lora_modules:
+        argv += ["--lora-modules", *lora_modules]
     for key, value in headers.items():
         argv += ["--header", f"{key}={value}"]
     return argv
 
 
-def measure(base: str, tokenizer: Path, shape: Shape, headers: dict[str, str], seed: int) -> dict[str, Any]:
+def measure(
+    base: str, tokenizer: Path, shape: Shape, headers: dict[str, str], seed: int, lora_modules: Sequence[str] = ()
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "result.json"
-        command = [sys.executable, "-m", "bench.vllm_client", *client_args(base, tokenizer, shape, headers, out, seed)]
+        argv = client_args(base, tokenizer, shape, headers, out, seed, lora_modules)
+        command = [sys.executable, "-m", "bench.vllm_client", *argv]
         done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"vllm bench serve failed ({done.returncode}): {done.stderr[-2000:]}")
