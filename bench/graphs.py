@@ -74,6 +74,59 @@ def stream_interval_args(name: str) -> dict[str, Any]:
     return args
 
 
+LORA_GRAPHS = ("chat-lora-off", "chat-lora-on")  # the stable chat version without and with its `lora`
+LORA_COPY = "smollm2-lora-a2"  # a third adapter model on the first adapter's files: vLLM loads it as a LoRA of its own
+
+
+def lora_args(name: str) -> dict[str, Any]:
+    """The default config's stable chat version without its `lora` (chat-lora-off), or as configured with the default
+    config's adapter models on it and a third adapter model, LORA_COPY, on the first one's weights (chat-lora-on)."""
+    if name not in LORA_GRAPHS:
+        raise ValueError(f"unknown LoRA bench graph {name!r}")
+    args = chat_args()
+    (model,) = args["models"]
+    (version,) = model["versions"]
+    if name == "chat-lora-off":
+        model["versions"] = [{k: v for k, v in version.items() if k != "lora"}]
+        return args
+    adapters = lora_adapter_models(f"{model['name']}/{version['version']}")
+    args["models"] = [model, *adapters, {**adapters[0], "name": LORA_COPY}]
+    return args
+
+
+def lora_adapter_models(base: str) -> list[dict[str, Any]]:
+    """The default config's adapter models on `base` ("model/version"), in the config's order."""
+    found = [
+        m for m in default_args()["models"] if any(v.get("adapter", {}).get("base") == base for v in m["versions"])
+    ]
+    if not found:
+        raise ValueError(f"the default config has no adapter model on {base}")
+    return [_interim_folder(m) for m in found]
+
+
+# INTERIM, until app.weights builds the default config's adapters (`weights: {adapter: ...}`): folders made with peft
+# from SmolLM2's weights (rank 8, q_proj/v_proj), each adapter's rank read from its own adapter_config.json.
+INTERIM_ADAPTER_FOLDERS = {"smollm2-lora-a": "/tmp/lora/a", "smollm2-lora-b": "/tmp/lora/b"}
+
+
+def _interim_folder(model: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    folder = INTERIM_ADAPTER_FOLDERS[model["name"]]
+    rank = json.loads((Path(folder) / "adapter_config.json").read_text())["r"]
+    versions = [
+        {**v, "weights": {"path": folder}, "adapter": {**v["adapter"], "rank": rank}} for v in model["versions"]
+    ]
+    return {**model, "versions": versions}
+
+
+def lora_adapters() -> tuple[str, ...]:
+    """The adapter model names of chat-lora-on: the default config's, then LORA_COPY."""
+    (model,) = chat_args()["models"]
+    (version,) = model["versions"]
+    return (*(m["name"] for m in lora_adapter_models(f"{model['name']}/{version['version']}")), LORA_COPY)
+
+
 def embeddings_args() -> dict[str, Any]:
     """The default embedding model twice: its configured batching, and batches of one."""
     args, model = default_args(), _default_model(EMBED_MODEL)
@@ -145,4 +198,6 @@ def build(name: str, ingress_max_ongoing: int | None = None) -> Application:
         return build_app(prefix_args(name))
     if name in STREAM_INTERVALS:
         return build_app(stream_interval_args(name))
+    if name in LORA_GRAPHS:
+        return build_app(lora_args(name))
     raise ValueError(f"unknown bench graph {name!r}")

@@ -34,6 +34,8 @@ PORTS = {
     "chat-stream-1": 8165,
     "chat-stream-4": 8166,
     "chat-stream-8": 8167,
+    "chat-lora-off": 8168,
+    "chat-lora-on": 8169,
 }
 METRICS_PORT = 8162  # Ray's metrics export port in a bench graph's cluster (one graph runs at a time)
 DIRECT_INGRESS_PORT = 8158  # RAY_SERVE_THROUGHPUT_OPTIMIZED: the ingress replica serves HTTP itself, on this port
