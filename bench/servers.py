@@ -171,6 +171,7 @@ def vllm_openai(version: ModelVersion, model_dir: Path, timeout_s: float = 300) 
         max_model_len=version.max_model_len,
         gpu_memory_utilization=version.gpu_memory_utilization,
         chat_template=version.vllm.chat_template_path(),
+        lora=version.lora,
     )
     argv = [_python(), "-m", "vllm.entrypoints.openai.api_server", *flags, "--host", "127.0.0.1"]
     argv += ["--port", str(PORTS["vllm"])]
