@@ -402,6 +402,7 @@ def _build_adapter(
         peft_model.save_pretrained(str(out), save_embedding_layers=False)  # adapter_config.json and float32 weights
         del peft_model, model
 
+    _canonical_adapter_config(out / "adapter_config.json")
     (out / "README.md").write_text(_adapter_readme(adapter, recipe), encoding="utf-8")  # not peft's empty card
     progress("verifying")
     try:
@@ -412,6 +413,14 @@ def _build_adapter(
     _make_readable(out)
     # Written last: its presence is what `resolve_adapter` checks.
     (out / MARKER_NAME).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _canonical_adapter_config(path: Path) -> None:
+    """peft writes target_modules from a set, in an order that changes with each process's string hashing: sort it,
+    so that every build writes the same file."""
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _adapter_readme(adapter: BuiltAdapter, recipe: AdapterRecipe) -> str:
