@@ -74,57 +74,52 @@ def stream_interval_args(name: str) -> dict[str, Any]:
     return args
 
 
-LORA_GRAPHS = ("chat-lora-off", "chat-lora-on")  # the stable chat version without and with its `lora`
+LORA_GRAPHS = ("chat-lora-off", "chat-lora-on")  # the stable chat version as configured, and with LoRA on
 LORA_COPY = "smollm2-lora-a2"  # a third adapter model on the first adapter's files: vLLM loads it as a LoRA of its own
 
 
 def lora_args(name: str) -> dict[str, Any]:
-    """The default config's stable chat version without its `lora` (chat-lora-off), or as configured with the default
-    config's adapter models on it and a third adapter model, LORA_COPY, on the first one's weights (chat-lora-on)."""
+    """The default config's stable chat version as configured, LoRA off (chat-lora-off), or with the `lora` of the
+    default config's LoRA host version, the default config's adapter models on it and a third adapter model,
+    LORA_COPY, on the first one's weights (chat-lora-on)."""
     if name not in LORA_GRAPHS:
         raise ValueError(f"unknown LoRA bench graph {name!r}")
     args = chat_args()
     (model,) = args["models"]
     (version,) = model["versions"]
     if name == "chat-lora-off":
-        model["versions"] = [{k: v for k, v in version.items() if k != "lora"}]
         return args
-    adapters = lora_adapter_models(f"{model['name']}/{version['version']}")
-    args["models"] = [model, *adapters, {**adapters[0], "name": LORA_COPY}]
+    host, lora, adapters = _lora_host()
+    model["versions"] = [{**version, "lora": lora}]
+    base = f"{model['name']}/{version['version']}"
+    rebased = [_rebased(m, host, base) for m in adapters]
+    args["models"] = [model, *rebased, {**rebased[0], "name": LORA_COPY}]
     return args
 
 
-def lora_adapter_models(base: str) -> list[dict[str, Any]]:
-    """The default config's adapter models on `base` ("model/version"), in the config's order."""
+def _lora_host() -> tuple[str, dict[str, Any], list[dict[str, Any]]]:
+    """The default config's LoRA host ("model/version"), its `lora`, and the adapter models on it, in config order."""
+    model = _default_model(CHAT_MODEL)
+    version = next(v for v in model["versions"] if "lora" in v)
+    host = f"{model['name']}/{version['version']}"
     found = [
-        m for m in default_args()["models"] if any(v.get("adapter", {}).get("base") == base for v in m["versions"])
+        m for m in default_args()["models"] if any(v.get("adapter", {}).get("base") == host for v in m["versions"])
     ]
     if not found:
-        raise ValueError(f"the default config has no adapter model on {base}")
-    return [_interim_folder(m) for m in found]
+        raise ValueError(f"the default config has no adapter model on {host}")
+    return host, dict(version["lora"]), found
 
 
-# INTERIM, until app.weights builds the default config's adapters (`weights: {adapter: ...}`): folders made with peft
-# from SmolLM2's weights (rank 8, q_proj/v_proj), each adapter's rank read from its own adapter_config.json.
-INTERIM_ADAPTER_FOLDERS = {"smollm2-lora-a": "/tmp/lora/a", "smollm2-lora-b": "/tmp/lora/b"}
-
-
-def _interim_folder(model: dict[str, Any]) -> dict[str, Any]:
-    import json
-
-    folder = INTERIM_ADAPTER_FOLDERS[model["name"]]
-    rank = json.loads((Path(folder) / "adapter_config.json").read_text())["r"]
+def _rebased(model: dict[str, Any], host: str, base: str) -> dict[str, Any]:
     versions = [
-        {**v, "weights": {"path": folder}, "adapter": {**v["adapter"], "rank": rank}} for v in model["versions"]
+        {**v, "adapter": {**v["adapter"], "base": base}} for v in model["versions"] if v["adapter"]["base"] == host
     ]
     return {**model, "versions": versions}
 
 
 def lora_adapters() -> tuple[str, ...]:
     """The adapter model names of chat-lora-on: the default config's, then LORA_COPY."""
-    (model,) = chat_args()["models"]
-    (version,) = model["versions"]
-    return (*(m["name"] for m in lora_adapter_models(f"{model['name']}/{version['version']}")), LORA_COPY)
+    return (*(m["name"] for m in _lora_host()[2]), LORA_COPY)
 
 
 def embeddings_args() -> dict[str, Any]:

@@ -85,8 +85,10 @@ class AdapterLoader:
         self.loaded: set[str] = set()  # what the replica holds now
 
     async def load(self, adapter: AdapterRef) -> LoadedAdapter:
+        local = Path(adapter.path).is_dir() and self._base_path.is_dir()  # hub ids: the engine checks them itself
         try:
-            check_adapter(adapter.name, Path(adapter.path), self._base_path, self._max_rank)
+            if local:
+                check_adapter(adapter.name, Path(adapter.path), self._base_path, self._max_rank)
         except AdapterMismatch as exc:
             raise InvalidRequest(str(exc), param="model") from None
         try:

@@ -39,7 +39,7 @@ def test_an_adapter_runs_on_its_base_and_has_no_replicas_of_its_own() -> None:
     assert config.parent(model) == "base" and config.parent(config.models[0]) is None
     assert adapter_name(model, model.versions[0]) == "a0:v1"
     names = [r.name for r in replicas(config)]
-    assert names == ["ingress #1", "chat-base-v1 #1"]  # the adapter adds no replica
+    assert names == ["ingress #1", "adapter-registry #1", "chat-base-v1 #1"]  # the adapter adds no replica
 
 
 def test_an_adapter_version_of_the_same_model_is_a_canary_of_its_base() -> None:

@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from app.config import ConfigError, EngineKind, Role, deployment_name, load_config, parse_config
+from app.placement import replicas
 from app.weights import PackagedWeights
 from tests.unit.config.samples import chat_model, serve_application
 
@@ -16,8 +17,7 @@ def test_default_serve_config_validates() -> None:
     chat = next(m for m in config.models if m.role is Role.CHAT)
     assert chat.serving_version.engine is EngineKind.VLLM
     # every replica reserves a small CPU share, so the graph fits on 2 cores
-    total = config.ingress.num_cpus + sum(v.num_cpus * v.num_replicas for m in config.models for v in m.versions)
-    assert total <= 2
+    assert sum(r.cpus for r in replicas(config)) <= 2
 
 
 def test_the_default_vllm_version_serves_tools_with_its_template() -> None:

@@ -29,7 +29,7 @@ def adapter_folder(root: Path, rank: int = 8, targets: tuple[str, ...] = ("q_pro
 def base_folder(root: Path) -> Path:
     root.mkdir(parents=True)
     names = [f"model.layers.0.self_attn.{p}.weight" for p in ("q_proj", "v_proj")]
-    header = json.dumps({n: {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]} for n in names}).encode()
+    header = json.dumps({n: {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]} for n in names}).encode()
     (root / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
     return root
 
