@@ -1,10 +1,12 @@
-"""Test doubles for unit tests: a manual clock, a character tokenizer, a scripted engine. Never used by the product."""
+"""Test doubles for unit tests: a manual clock, a character tokenizer, a scripted engine, adapter and base model
+folders that hold only what the adapter checks read. Never used by the product."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -120,3 +122,21 @@ def hash_encoder_service(max_inputs: int = 10) -> EncoderService:
         max_inputs=max_inputs,
         new_id=lambda: "x",
     )
+
+
+def fake_adapter_folder(root: Path, rank: int = 8, targets: Sequence[str] = ("q_proj",)) -> Path:
+    """A LoRA adapter folder: its adapter_config.json and an (empty) weights file."""
+    root.mkdir(parents=True)
+    config = {"r": rank, "target_modules": list(targets), "peft_type": "LORA", "lora_alpha": 2 * rank}
+    (root / "adapter_config.json").write_text(json.dumps(config))
+    (root / "adapter_model.safetensors").write_bytes(b"")
+    return root
+
+
+def fake_base_folder(root: Path) -> Path:
+    """A base model folder whose one safetensors header names q_proj and v_proj of one layer."""
+    root.mkdir(parents=True)
+    names = [f"model.layers.0.self_attn.{p}.weight" for p in ("q_proj", "v_proj")]
+    header = json.dumps({n: {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]} for n in names}).encode()
+    (root / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
+    return root

@@ -3,7 +3,6 @@ start-up checks of an adapter's files against its base."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from app.config import ConfigError, adapter_name, load_config, parse_config
 from app.placement import replicas
+from tests.fakes import fake_adapter_folder, fake_base_folder
 from tests.unit.config.samples import chat_version
 
 
@@ -84,31 +84,14 @@ def test_lora_needs_a_chat_engine_and_a_rank_vllm_takes() -> None:
         parse_config({"models": [{"name": "e", "role": "embedding", "versions": [encoder]}]})
 
 
-def _adapter_folder(root: Path, rank: int, targets: list[str]) -> Path:
-    root.mkdir(parents=True)
-    config = {"r": rank, "target_modules": targets, "peft_type": "LORA", "lora_alpha": 2 * rank}
-    (root / "adapter_config.json").write_text(json.dumps(config))
-    (root / "adapter_model.safetensors").write_bytes(b"")
-    return root
-
-
-def _base_folder(root: Path) -> Path:
-    """A base model folder whose one safetensors header names q_proj and v_proj of one layer."""
-    root.mkdir(parents=True)
-    names = [f"model.layers.0.self_attn.{p}.weight" for p in ("q_proj", "v_proj")]
-    header = json.dumps({n: {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]} for n in names}).encode()
-    (root / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0\0\0\0")
-    return root
-
-
 def test_start_up_checks_the_adapter_files_against_the_base(tmp_path: Path) -> None:
-    base = _base_folder(tmp_path / "base")
+    base = fake_base_folder(tmp_path / "base")
 
     def load(folder: Path, rank: int) -> None:
         load_config(graph(adapter_version(weights={"path": str(folder)}, rank=rank), weights={"path": str(base)}))
 
-    load(_adapter_folder(tmp_path / "good", 8, ["q_proj", "v_proj"]), 8)
+    load(fake_adapter_folder(tmp_path / "good", 8, ["q_proj", "v_proj"]), 8)
     with pytest.raises(ConfigError, match=r"a0@v1.*rank is 8 in .*adapter_config.json, but adapter.rank says 16"):
         load(tmp_path / "good", 16)
     with pytest.raises(ConfigError, match=r"a0@v1.*gate_proj"):
-        load(_adapter_folder(tmp_path / "mlp", 8, ["gate_proj"]), 8)
+        load(fake_adapter_folder(tmp_path / "mlp", 8, ["gate_proj"]), 8)

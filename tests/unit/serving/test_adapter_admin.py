@@ -11,7 +11,7 @@ from app.config import parse_config
 from app.errors import InvalidRequest
 from app.serving.adapter_admin import LoadLoraAdapter, plan_load
 from app.serving.adapters import AdapterRef
-from tests.unit.serving.test_adapters import adapter_folder, base_folder
+from tests.fakes import fake_adapter_folder, fake_base_folder
 
 
 def graph(base: Path, *lora_versions: str) -> Any:
@@ -28,8 +28,8 @@ def load(name: str, path: Path, base: str | None = None) -> LoadLoraAdapter:
 
 
 def test_a_runtime_adapter_becomes_a_model_on_its_base(tmp_path: Path) -> None:
-    config = graph(base_folder(tmp_path / "base"), "v1")
-    entry = plan_load(config, load("ft", adapter_folder(tmp_path / "ft")), loaded=[])
+    config = graph(fake_base_folder(tmp_path / "base"), "v1")
+    entry = plan_load(config, load("ft", fake_adapter_folder(tmp_path / "ft")), loaded=[])
     assert (entry.base_model, entry.base_version, entry.rank) == ("m", "v1", 8)
     model = entry.model(config)
     (version,) = model.versions
@@ -50,24 +50,24 @@ def test_a_runtime_adapter_becomes_a_model_on_its_base(tmp_path: Path) -> None:
 def test_a_load_is_refused_naming_the_field(
     tmp_path: Path, name: str, base: str | None, param: str, message: str
 ) -> None:
-    config = graph(base_folder(tmp_path / "base"), "v1")
+    config = graph(fake_base_folder(tmp_path / "base"), "v1")
     with pytest.raises(InvalidRequest, match=message) as refused:
-        plan_load(config, load(name, adapter_folder(tmp_path / "ft"), base), loaded=["taken"])
+        plan_load(config, load(name, fake_adapter_folder(tmp_path / "ft"), base), loaded=["taken"])
     assert refused.value.param == param
 
 
 def test_the_base_must_be_named_where_several_versions_serve_adapters(tmp_path: Path) -> None:
-    config = graph(base_folder(tmp_path / "base"), "v1", "v2")
+    config = graph(fake_base_folder(tmp_path / "base"), "v1", "v2")
     with pytest.raises(InvalidRequest, match=r"\['m/v1', 'm/v2'\]"):
-        plan_load(config, load("ft", adapter_folder(tmp_path / "ft")), loaded=[])
+        plan_load(config, load("ft", fake_adapter_folder(tmp_path / "ft")), loaded=[])
     assert plan_load(config, load("ft", tmp_path / "ft", "m/v2"), loaded=[]).base_version == "v2"
     assert plan_load(config, load("ft", tmp_path / "ft", "m"), loaded=[]).base_version == "v1"  # the stable one
 
 
 def test_adapter_files_that_do_not_fit_are_refused_on_lora_path(tmp_path: Path) -> None:
-    config = graph(base_folder(tmp_path / "base"), "v1")
+    config = graph(fake_base_folder(tmp_path / "base"), "v1")
     with pytest.raises(InvalidRequest, match="ft") as refused:
-        plan_load(config, load("ft", adapter_folder(tmp_path / "ft", rank=32)), loaded=[])
+        plan_load(config, load("ft", fake_adapter_folder(tmp_path / "ft", rank=32)), loaded=[])
     assert refused.value.param == "lora_path"
     with pytest.raises(InvalidRequest) as absent:
         plan_load(config, load("ft", tmp_path / "none"), loaded=[])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 from pathlib import Path
 
 import pytest
@@ -14,24 +13,10 @@ from app.config import parse_config
 from app.errors import InvalidRequest
 from app.protocol import ChatCompletionRequest, EngineAnswer
 from app.serving.adapters import AdapterLoader, AdapterRef, answered_as, configured_adapters, event_as, for_adapter
+from tests.fakes import fake_adapter_folder, fake_base_folder
 from tests.unit.config.samples import chat_version
 
 ADAPTER = AdapterRef("m:v2", "/adapters/a", "m")
-
-
-def adapter_folder(root: Path, rank: int = 8, targets: tuple[str, ...] = ("q_proj",)) -> Path:
-    root.mkdir(parents=True)
-    (root / "adapter_config.json").write_text(json.dumps({"r": rank, "target_modules": list(targets)}))
-    (root / "adapter_model.safetensors").write_bytes(b"")
-    return root
-
-
-def base_folder(root: Path) -> Path:
-    root.mkdir(parents=True)
-    names = [f"model.layers.0.self_attn.{p}.weight" for p in ("q_proj", "v_proj")]
-    header = json.dumps({n: {"dtype": "F32", "shape": [1, 1], "data_offsets": [0, 4]} for n in names}).encode()
-    (root / "model.safetensors").write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 4)
-    return root
 
 
 class RecordingHost:
@@ -69,8 +54,8 @@ def test_configured_adapters_are_found_by_model_and_version(tmp_path: Path) -> N
 
 def test_an_adapter_loads_once_its_files_fit_and_unloads_when_released(tmp_path: Path) -> None:
     host = RecordingHost()
-    loader = AdapterLoader(host, base_folder(tmp_path / "base"), max_rank=8)
-    ref = AdapterRef("m:v2", str(adapter_folder(tmp_path / "a")), "m")
+    loader = AdapterLoader(host, fake_base_folder(tmp_path / "base"), max_rank=8)
+    ref = AdapterRef("m:v2", str(fake_adapter_folder(tmp_path / "a")), "m")
 
     async def scenario() -> None:
         loaded = await loader.load(ref)
@@ -92,8 +77,8 @@ def test_an_adapter_that_does_not_fit_its_base_is_refused_before_the_engine_sees
     tmp_path: Path, rank: int, targets: tuple[str, ...], named: str
 ) -> None:
     host = RecordingHost()
-    loader = AdapterLoader(host, base_folder(tmp_path / "base"), max_rank=8)
-    ref = AdapterRef("m:v2", str(adapter_folder(tmp_path / "a", rank, targets)), "m")
+    loader = AdapterLoader(host, fake_base_folder(tmp_path / "base"), max_rank=8)
+    ref = AdapterRef("m:v2", str(fake_adapter_folder(tmp_path / "a", rank, targets)), "m")
     with pytest.raises(InvalidRequest, match=named):
         asyncio.run(loader.load(ref))
     assert host.calls == [] and loader.loaded == set()
@@ -101,8 +86,8 @@ def test_an_adapter_that_does_not_fit_its_base_is_refused_before_the_engine_sees
 
 def test_an_engine_failure_to_load_is_a_client_error_naming_the_model(tmp_path: Path) -> None:
     host = RecordingHost(fail=OSError("bad safetensors"))
-    loader = AdapterLoader(host, base_folder(tmp_path / "base"), max_rank=8)
-    ref = AdapterRef("m:v2", str(adapter_folder(tmp_path / "a")), "m")
+    loader = AdapterLoader(host, fake_base_folder(tmp_path / "base"), max_rank=8)
+    ref = AdapterRef("m:v2", str(fake_adapter_folder(tmp_path / "a")), "m")
     with pytest.raises(InvalidRequest, match=r"'m' could not be loaded: bad safetensors"):
         asyncio.run(loader.load(ref))
     assert loader.loaded == set()
