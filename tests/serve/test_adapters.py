@@ -18,7 +18,7 @@ import pytest
 
 from app.config import load_config
 from tests.eventually import eventually
-from tests.serve.conftest import app_beside, rollout_state, tiny_chat_version
+from tests.serve.conftest import app_beside, drive_rollout, rollout_state, tiny_chat_version
 from tests.serve.test_prefix_routing import replicas_of
 from tests.tiny_models import build_tiny_lora_adapter
 
@@ -32,7 +32,7 @@ PROMPT = [{"role": "user", "content": "the cat reads a book and the river"}]
 @pytest.fixture(scope="module")
 def adapter_paths(tiny_paths: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-adapters")
-    names = [*SHARED, *SOLO, "canary"]
+    names = [*SHARED, *SOLO, "canary", "gated"]
     return {name: build_tiny_lora_adapter(tiny_paths[0], root / name, rank=4, seed=i) for i, name in enumerate(names)}
 
 
@@ -56,8 +56,19 @@ def lora(graph: str, tiny_paths: tuple[Path, Path], adapter_paths: dict[str, Pat
         "auto_start": False,
         "gates": {"min_requests": 3, "max_error_rate": 0.5, "max_p99_ratio": 50},
     }
+    gated = {  # a canary whose absolute p99 gate (1 ms) no request can pass: its rollout must roll back
+        "canary": "v2",
+        "steps": [50, 100],
+        "step_duration_s": 30.0,
+        "gates": {"min_requests": 3, "max_p99_ms": 1},
+    }
+    gated_versions = [
+        tiny_chat_version(tiny_paths[0], "v1", lora={}),
+        {**adapter("v1", adapter_paths["gated"]), "version": "v2"},
+    ]
     models: list[dict[str, Any]] = [
         {"name": "l-chat", "role": "chat", "default_version": "v1", "versions": [shared, canary], "rollout": rollout},
+        {"name": "l-gated", "role": "chat", "versions": gated_versions, "rollout": gated},
         {"name": "l-solo", "role": "chat", "versions": [tiny_chat_version(tiny_paths[0], lora={"max_adapters": 3})]},
         *({"name": n, "role": "chat", "versions": [adapter("l-chat/v1", adapter_paths[n])]} for n in SHARED),
         *({"name": n, "role": "chat", "versions": [adapter("l-solo/v1", adapter_paths[n])]} for n in SOLO),
@@ -228,3 +239,15 @@ def test_an_adapter_that_cannot_run_on_its_base_is_refused_by_name_and_the_base_
     missing = admin(lora, "/v1/load_lora_adapter", {"lora_name": "l-x", "lora_path": str(tmp_path / "none")})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "base_model"  # two bases serve adapters
     assert text(chat(lora, "l-chat")) == before
+
+
+def test_an_adapter_canary_that_fails_its_gate_is_rolled_back(lora: str) -> None:
+    state, statuses = drive_rollout(lora, "l-gated", lambda i: chat(lora, "l-gated"))
+    assert state["phase"] == "rolled-back" and state["weights"]["v2"] == 0.0, state
+    assert "p99" in state["history"][-1]["reason"], state["history"]
+    assert set(statuses) == {200}  # a rollback by gate loses no request
+    _only_stable_of(lora, "l-gated")
+
+
+def _only_stable_of(base: str, model: str) -> None:
+    assert {chat(base, model).headers["x-served-by"] for _ in range(8)} == {f"{model}@v1"}
