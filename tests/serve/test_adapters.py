@@ -32,7 +32,7 @@ PROMPT = [{"role": "user", "content": "the cat reads a book and the river"}]
 @pytest.fixture(scope="module")
 def adapter_paths(tiny_paths: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-adapters")
-    names = [*SHARED, *SOLO, "canary", "gated"]
+    names = [*SHARED, *SOLO, "canary", "gated", "runtime"]
     return {name: build_tiny_lora_adapter(tiny_paths[0], root / name, rank=4, seed=i) for i, name in enumerate(names)}
 
 
@@ -52,7 +52,7 @@ def lora(graph: str, tiny_paths: tuple[Path, Path], adapter_paths: dict[str, Pat
     rollout = {
         "canary": "v2",
         "steps": [25, 50, 100],
-        "step_duration_s": 1.0,
+        "step_duration_s": 3.0,
         "auto_start": False,
         "gates": {"min_requests": 3, "max_error_rate": 0.5, "max_p99_ratio": 50},
     }
@@ -183,6 +183,8 @@ def test_an_adapter_canary_steps_and_rolls_back(lora: str) -> None:
         assert rollout_state(lora, "l-chat")["weights"]["v2"] >= 50.0
 
     eventually(stepped, what="the adapter canary's gate to pass a step", timeout_s=90, interval_s=0)
+    # held at 50 % (a step needs 3 s and 3 canary requests, and none is sent before the pause)
+    assert act("pause")["weights"] == {"v1": 50.0, "v2": 50.0}
     served = {chat(lora, "l-chat").headers["x-served-by"] for _ in range(16)}
     assert served == {"l-chat@v1", "l-chat@v2"}
     aborted = act("abort")
@@ -201,13 +203,13 @@ def admin(base: str, path: str, body: dict[str, Any]) -> httpx.Response:
 
 
 def test_an_adapter_loaded_at_run_time_is_served_listed_and_unloaded(lora: str, adapter_paths: dict[str, Path]) -> None:
-    load = {"lora_name": "l-runtime", "lora_path": str(adapter_paths["canary"]), "base_model": "l-chat/v1"}
+    load = {"lora_name": "l-runtime", "lora_path": str(adapter_paths["runtime"]), "base_model": "l-chat/v1"}
     loaded = admin(lora, "/v1/load_lora_adapter", load)
     assert loaded.status_code == 200, loaded.text
     cards = {c["id"]: c for c in httpx.get(f"{lora}/v1/models", timeout=30).json()["data"]}
     assert cards["l-runtime"]["parent"] == "l-chat"
     answer = chat(lora, "l-runtime")
-    assert answer.json()["model"] == "l-runtime" and text(answer) != text(chat(lora, "l-chat"))
+    assert answer.json()["model"] == "l-runtime" and text(answer) != text(chat(lora, "l-solo"))  # the same base
     again = admin(lora, "/v1/load_lora_adapter", load)
     assert again.status_code == 400 and again.json()["error"]["param"] == "lora_name"
     assert admin(lora, "/v1/unload_lora_adapter", {"lora_name": "l-runtime"}).status_code == 200
