@@ -13,7 +13,7 @@ from app.adapters import AdapterMismatch, check_adapter
 from app.config import GraphConfig, ModelConfig
 from app.config.base import NAME_PATTERN
 from app.errors import InvalidRequest
-from app.serving.adapters import AdapterRef
+from app.serving.adapters import AdapterRef, adapter_ref
 
 
 class LoadLoraAdapter(BaseModel):
@@ -55,8 +55,9 @@ class RuntimeAdapter:
         }
         return ModelConfig.model_validate({"name": self.name, "role": "chat", "versions": [version]})
 
-    def ref(self) -> AdapterRef:
-        return AdapterRef(f"{self.name}:{RUNTIME_VERSION}", self.path, self.name)
+    def ref(self, config: GraphConfig) -> AdapterRef:
+        model = self.model(config)
+        return adapter_ref(model, model.versions[0], config.resolved_weights_dir())
 
 
 RUNTIME_VERSION = "v1"

@@ -14,7 +14,7 @@ from typing import Any, Protocol, TypeVar
 from pydantic import BaseModel
 
 from app.adapters import AdapterMismatch, check_adapter
-from app.config import GraphConfig, adapter_name
+from app.config import GraphConfig, ModelConfig, ModelVersion, adapter_name
 from app.errors import InvalidRequest, OpenAIError
 from app.protocol import ChatCompletionRequest, CompletionRequest
 
@@ -40,13 +40,16 @@ class AdapterHost(Protocol):
     async def unload_adapter(self, name: str) -> None: ...
 
 
+def adapter_ref(model: ModelConfig, version: ModelVersion, weights_dir: Path) -> AdapterRef:
+    """The adapter version `version` of `model`, with its folder on this node."""
+    return AdapterRef(adapter_name(model, version), str(version.weights.local_path(weights_dir)), model.name)
+
+
 def configured_adapters(config: GraphConfig) -> dict[tuple[str, str], AdapterRef]:
     """Every version of the config that is an adapter, by (model, version), with its folder on this node."""
     weights_dir = config.resolved_weights_dir()
     return {
-        (model.name, version.version): AdapterRef(
-            adapter_name(model, version), str(version.weights.local_path(weights_dir)), model.name
-        )
+        (model.name, version.version): adapter_ref(model, version, weights_dir)
         for model in config.models
         for version in model.versions
         if version.adapter is not None

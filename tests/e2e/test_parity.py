@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from app.config import GraphConfig, ModelConfig, load_config
+from app.config import load_config
 from app.engines.vllm_chat import cpu_environment, vllm_argv
-from app.serving.adapters import configured_adapters
+from app.serving.adapters import adapter_ref
 from tests.e2e.conftest import default_args
 from tests.e2e.test_default_graph import CHAT_MODEL, ON_VLLM, QUESTION
 from tests.e2e.test_vllm_surface import ASK_WEATHER, WEATHER
@@ -49,11 +49,12 @@ def vllm_server_like(label: str, tmp_path_factory: pytest.TempPathFactory) -> It
         chat_template=version.vllm.chat_template_path(),
         lora=version.lora,
     )
-    refs = configured_adapters(config)
+    weights_dir = config.resolved_weights_dir()
     on_it = [
-        ref
-        for (name, v), ref in refs.items()
-        if config.base_of(_model(config, name), _model(config, name).version(v))[1] is version
+        adapter_ref(m, v, weights_dir)
+        for m in config.models
+        for v in m.versions
+        if v.adapter and config.base_of(m, v)[1] is version
     ]
     if on_it:
         argv += ["--lora-modules", *(f"{ref.model}={ref.path}" for ref in on_it)]
@@ -84,12 +85,6 @@ def vllm_server_like(label: str, tmp_path_factory: pytest.TempPathFactory) -> It
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
-
-
-def _model(config: GraphConfig, name: str) -> ModelConfig:
-    found = config.model(name)
-    assert found is not None
-    return found
 
 
 @pytest.fixture(scope="module")

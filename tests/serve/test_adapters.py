@@ -240,6 +240,8 @@ def test_an_adapter_that_cannot_run_on_its_base_is_refused_by_name_and_the_base_
         assert name in error["message"] and reason in error["message"], error
     missing = admin(lora, "/v1/load_lora_adapter", {"lora_name": "l-x", "lora_path": str(tmp_path / "none")})
     assert missing.status_code == 400 and missing.json()["error"]["param"] == "base_model"  # two bases serve adapters
+    unnamed = admin(lora, "/v1/load_lora_adapter", {"lora_name": "l-x"})
+    assert unnamed.status_code == 400 and unnamed.json()["error"]["param"] == "lora_path"
     assert text(chat(lora, "l-chat")) == before
 
 

@@ -34,7 +34,7 @@ def test_a_runtime_adapter_becomes_a_model_on_its_base(tmp_path: Path) -> None:
     model = entry.model(config)
     (version,) = model.versions
     assert model.name == "ft" and version.adapter is not None and version.adapter.base == "m/v1"
-    assert entry.ref() == AdapterRef("ft:v1", str(tmp_path / "ft"), "ft")
+    assert entry.ref(config) == AdapterRef("ft:v1", str(tmp_path / "ft"), "ft")
 
 
 @pytest.mark.parametrize(
