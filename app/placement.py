@@ -27,10 +27,16 @@ class Replica:
     gpus: float
     accelerator_type: str | None = None
     number: int = 1  # which replica of its deployment, from 1
+    max_per_node: int | None = None  # most replicas of its deployment on one node
 
     @property
     def name(self) -> str:
         return f"{self.deployment} #{self.number}"
+
+    @property
+    def ask(self) -> str:
+        per_node = f", at most {self.max_per_node} per node" if self.max_per_node is not None else ""
+        return f"{self.cpus:g} CPU, {self.gpus:g} GPU{per_node}"
 
 
 def tensor_parallel_bundles(version: ModelVersion) -> list[dict[str, float]]:
@@ -49,13 +55,17 @@ def version_replica(model: ModelConfig, version: ModelVersion, number: int = 1) 
     """One replica of a model version; a tensor-parallel one takes its whole placement group's CPUs."""
     tp = version.vllm.tensor_parallel_size
     cpus = version.num_cpus + tp * WORKER_CPUS if tp > 1 else version.num_cpus
-    return Replica(deployment_name(model, version), cpus, version.num_gpus, version.accelerator_type, number)
+    name = deployment_name(model, version)
+    return Replica(name, cpus, version.num_gpus, version.accelerator_type, number, version.max_replicas_per_node)
 
 
 def replicas(config: GraphConfig, *, at_max: bool = False) -> list[Replica]:
     """Every replica of the graph at its fewest (an autoscaled version's min_replicas) or most (max_replicas)."""
     ingress = config.ingress
-    out = [Replica("ingress", ingress.num_cpus, 0.0, None, i + 1) for i in range(ingress.num_replicas)]
+    out = [
+        Replica("ingress", ingress.num_cpus, 0.0, None, i + 1, ingress.max_replicas_per_node)
+        for i in range(ingress.num_replicas)
+    ]
     if any(m.rollout is not None for m in config.models):
         out.append(Replica("rollout-controller", CONTROLLER_CPUS, 0.0))
     if config.serves_adapters():
@@ -85,6 +95,10 @@ class Node:
     def take(self, replica: Replica) -> bool:
         if replica.cpus > self.free_cpus + _EPS:
             return False
+        if replica.max_per_node is not None:
+            siblings = sum(1 for r in self.held if r.deployment == replica.deployment)
+            if siblings >= replica.max_per_node:
+                return False
         if replica.gpus >= 1:
             idle = [i for i, free in enumerate(self.free_gpus) if free >= 1 - _EPS]
             if len(idle) < int(replica.gpus):
@@ -110,7 +124,7 @@ def pack(wanted: Iterable[Replica], nodes: Sequence[Node]) -> list[Replica]:
 
 def report(missing: Sequence[Replica], nodes: Sequence[Node]) -> str:
     cluster = ", ".join(f"{n.cpus:g} CPU / {n.gpus} GPU" for n in nodes) or "no nodes"
-    lines = [f"  {r.name}: {r.cpus:g} CPU, {r.gpus:g} GPU" for r in missing]
+    lines = [f"  {r.name}: {r.ask}" for r in missing]
     return (
         f"{len(missing)} replica(s) cannot be placed on this cluster ({cluster}):\n"
         + "\n".join(lines)

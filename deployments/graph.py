@@ -71,6 +71,7 @@ def bind_ingress(
     ingress: Deployment = Ingress.options(  # type: ignore[attr-defined]
         num_replicas=config.ingress.num_replicas,
         max_ongoing_requests=config.ingress.max_ongoing_requests,
+        max_replicas_per_node=config.ingress.max_replicas_per_node,
         ray_actor_options={"num_cpus": config.ingress.num_cpus},
     )
     app: Application = ingress.bind(config, handles, controller, registry)
@@ -99,6 +100,8 @@ def _deployment(model: ModelConfig, version: ModelVersion) -> Deployment:
             "request_router_class": PREFIX_ROUTER,
             "request_router_kwargs": routing.model_dump(exclude={"policy"}),
         }
+    if version.max_replicas_per_node is not None:
+        options["max_replicas_per_node"] = version.max_replicas_per_node
     if version.autoscaling is not None:
         options["autoscaling_config"] = version.autoscaling.model_dump()
     else:

@@ -23,6 +23,13 @@ GRAPH_IMPORT_PATH = "deployments.graph:build_app"  # the serve application whose
 class IngressConfig(Strict):
     num_replicas: int = Field(default=1, ge=1, le=1024, description="Ingress replicas.")
     num_cpus: float = Field(default=0.25, gt=0, le=256, description="CPUs Ray reserves per ingress replica.")
+    max_replicas_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Most ingress replicas on one Ray node; 1 with num_replicas = nodes puts one beside each node's "
+        "HTTP proxy.",
+    )
     max_ongoing_requests: int = Field(
         default=1024,
         ge=1,

@@ -246,6 +246,13 @@ class ModelVersion(Strict):
     autoscaling: AutoscalingConfig | None = Field(
         default=None, description="Scale replicas with load instead of a fixed num_replicas."
     )
+    max_replicas_per_node: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Most replicas of this version on one Ray node (Serve's max_replicas_per_node): 1 spreads them "
+        "so that one node's loss takes one replica.",
+    )
     accelerator_type: str | None = Field(
         default=None, description="Ray accelerator type the replica needs, e.g. H100, A100, L4."
     )
@@ -313,6 +320,11 @@ class ModelVersion(Strict):
             raise ValueError(
                 f"tensor_parallel_size {tp} needs engine vllm and num_gpus == {tp} (got engine "
                 f"{self.engine.value!r}, num_gpus {self.num_gpus})"
+            )
+        if tp > 1 and self.max_replicas_per_node is not None:
+            raise ValueError(
+                f"version {self.version!r}: max_replicas_per_node cannot be set on a tensor-parallel version (Serve "
+                "does not allow it beside the replica's placement group)"
             )
         wanted = self.vllm.gpu_memory_utilization
         if wanted is not None and 0 < self.num_gpus < 1 and wanted > self.num_gpus:

@@ -123,3 +123,51 @@ def test_default_graph_fits_two_cores_and_the_gpu_profile_needs_gpus() -> None:
     gpu = profile("serve_config.gpu.yaml")
     assert pack(replicas(gpu), [Node(2, 0)])  # a CPU host cannot take it
     assert pack(replicas(gpu), [Node(96, 8), Node(96, 8)]) == []
+
+
+def test_max_replicas_per_node_spreads_a_deployment_over_nodes() -> None:
+    spread = [Replica("chat", 0.5, 0, number=i, max_per_node=1) for i in (1, 2)]
+    assert pack(spread, [Node(4, 0), Node(4, 0)]) == []
+    nodes = [Node(4, 0), Node(4, 0)]
+    pack(spread, nodes)
+    assert [[r.name for r in n.held] for n in nodes] == [["chat #1"], ["chat #2"]]
+    (third,) = pack([*spread, Replica("chat", 0.5, 0, number=3, max_per_node=1)], [Node(4, 0), Node(4, 0)])
+    assert third.name == "chat #3"
+    assert "chat #3: 0.5 CPU, 0 GPU, at most 1 per node" in report([third], [Node(4, 0), Node(4, 0)])
+    others = [Replica("other", 0.5, 0, number=i) for i in (1, 2)]  # no limit: both on the first node
+    first = Node(4, 0)
+    assert pack(others, [first, Node(4, 0)]) == [] and len(first.held) == 2
+
+
+def test_a_replica_that_fits_the_cluster_but_no_single_node_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    from deployments.graph import check_capacity
+
+    config = load_config(
+        {
+            "ingress": {"num_cpus": 0.25, "num_replicas": 2, "max_replicas_per_node": 1},
+            "models": [{"name": "m", "role": "chat", "versions": [chat_version("v1", num_cpus=1.5)]}],
+        }
+    )
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+
+    def nodes(*cpus: float) -> None:
+        monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"CPU": c}} for c in cpus])
+
+    nodes(1.0, 1.0, 1.0)  # 3 CPUs in all, 2 asked: but the 1.5-CPU replica fits no node
+    three = r"\(1 CPU / 0 GPU, 1 CPU / 0 GPU, 1 CPU / 0 GPU\)"
+    with pytest.raises(ConfigError, match=three + r":\n  chat-m-v1 #1: 1\.5 CPU"):
+        check_capacity(config)
+    nodes(2.0)  # one node is enough for the chat replica, not for two ingress replicas kept apart
+    with pytest.raises(ConfigError, match=r"ingress #\d: 0\.25 CPU, 0 GPU, at most 1 per node"):
+        check_capacity(config)
+    nodes(1.75, 0.25)
+    check_capacity(config)
+
+
+def test_max_replicas_per_node_is_not_for_tensor_parallel_versions() -> None:
+    tp = {"version": "v1", "engine": "vllm", "weights": {"path": str(ROOT)}, "num_gpus": 2}
+    tp["vllm"] = {"tensor_parallel_size": 2}
+    with pytest.raises(ConfigError, match="max_replicas_per_node cannot be set on a tensor-parallel version"):
+        load_config({"models": [{"name": "m", "role": "chat", "versions": [{**tp, "max_replicas_per_node": 1}]}]})

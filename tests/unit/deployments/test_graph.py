@@ -31,3 +31,22 @@ def test_tensor_parallel_replicas_reserve_their_placement_group() -> None:
             assert actor["num_gpus"] == 0, "the workers' bundles hold the GPUs"
             assert sum(b["CPU"] for b in bundles) == asked[deployment.name].cpus
             assert sum(b.get("GPU", 0) for b in bundles) == asked[deployment.name].gpus
+
+
+def test_max_replicas_per_node_reaches_serve() -> None:
+    from deployments.graph import bind_ingress
+
+    version = {"version": "v1", "engine": "transformers", "weights": {"path": str(ROOT)}, "num_cpus": 0.25}
+    config = load_config(
+        {
+            "ingress": {"num_replicas": 2, "max_replicas_per_node": 1},
+            "models": [
+                {"name": "m", "role": "chat", "versions": [{**version, "num_replicas": 2, "max_replicas_per_node": 1}]},
+                {"name": "n", "role": "chat", "versions": [version]},
+            ],
+        }
+    )
+    spread, free = (_deployment(m, m.versions[0])._replica_config for m in config.models)
+    assert (spread.max_replicas_per_node, free.max_replicas_per_node) == (1, None)
+    ingress = bind_ingress(config, {}, None)._bound_deployment
+    assert ingress._replica_config.max_replicas_per_node == 1 and ingress.num_replicas == 2

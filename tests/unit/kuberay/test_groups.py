@@ -64,6 +64,8 @@ def test_pods_are_opened_as_the_packed_ones_fill() -> None:
     assert pods_needed([half] * 3, pool(1)) == 2
     assert pods_needed([half, half, half, tp2], pool(3)) == 2
     assert pods_needed([Replica("cpu-heavy", cpus=40, gpus=0.25)] * 2, pool(8, cpus=64)) == 2
+    spread = [Replica("chat", cpus=1, gpus=0.25, number=i, max_per_node=1) for i in (1, 2, 3)]
+    assert pods_needed(spread, pool(8)) == 3, "max_replicas_per_node: one pod each, as the capacity check counts"
 
 
 def test_a_replica_larger_than_a_pod_is_named() -> None:
