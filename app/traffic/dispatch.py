@@ -344,12 +344,13 @@ class Dispatcher:
         return should_retry(plan.model.retry, attempt, info) and not deadline.expired()
 
     def _record(self, model: ModelConfig, version: str, started: float, ok: bool, incident: str | None = None) -> None:
-        """A try's outcome, for the version's breaker and, with its latency to the last byte, the rollout gates."""
+        """A try's outcome, for the version's breaker and, with its latency to the last byte, the rollout gates; both
+        count a failure with an `incident` once per incident."""
         router = self._routers[model.name]
         router.record(version, ok, incident)
         self._metrics.upstream(model.name, version, ok, router.breaker_states())
         if model.rollout is not None:
-            self._outcomes.add(Outcome(model.name, version, ok, (self._clock() - started) * 1000))
+            self._outcomes.add(Outcome(model.name, version, ok, (self._clock() - started) * 1000, incident))
 
 
 class _Verdict(Enum):

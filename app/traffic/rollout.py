@@ -36,21 +36,31 @@ FINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED})
 
 @dataclass(frozen=True)
 class Outcome:
-    """One finished request, as an ingress saw it."""
+    """One finished request, as an ingress saw it. `incident` names a failure that many requests share (the replica
+    actor whose death failed it): the gates count it once, as the version's breaker does."""
 
     model: str
     version: str
     ok: bool
     latency_ms: float
+    incident: str | None = None
 
 
 @dataclass
 class Window:
+    """One version's outcomes in the current step. A replica's death fails every request it held at once; it is one
+    failure here, not one per request (every ingress names the same incident, the dead actor's id)."""
+
     requests: int = 0
     errors: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
+    incidents: set[str] = field(default_factory=set)
 
     def add(self, outcome: Outcome) -> None:
+        if not outcome.ok and outcome.incident is not None:
+            if outcome.incident in self.incidents:
+                return
+            self.incidents.add(outcome.incident)
         self.requests += 1
         if outcome.ok:
             self.latencies_ms.append(outcome.latency_ms)

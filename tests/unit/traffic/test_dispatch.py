@@ -24,7 +24,9 @@ from app.observability.record import CLIENT_GONE, RequestRecord
 from app.protocol import AssistantMessage, ChatChoice, ChatCompletionRequest, ChatCompletionResponse, Usage
 from app.traffic.dispatch import SSE_DONE, Dispatcher, Failure, Refusal, Reply, Stream
 from app.traffic.plan import Plan
+from app.traffic.rollout import Rollout
 from app.traffic.router import OutcomeLog, VersionRouter
+from tests.fakes import ManualClock
 
 ROOT = str(Path(__file__).resolve().parents[3])
 REPORT = EngineReport(engine_s=0.01, replica_s=0.01, first_token_s=0.01, prompt_tokens=3, completion_tokens=1)
@@ -234,6 +236,23 @@ async def test_a_replica_death_counts_once_however_many_requests_it_held() -> No
         result, _ = await h.dispatch(h.plan())
         assert isinstance(result, Refusal) and result.info.status == 503
     assert h.router.breaker_states()["stable"] == "closed"
+
+
+async def test_a_canary_replicas_death_reaches_the_rollout_gates_as_one_failure() -> None:
+    lost = ServiceUnavailable("replica gone")
+    rollout_config = {"canary": "canary", "steps": [50, 100], "gates": {"min_requests": 1}}
+    h = Harness(config(retry={"attempts": 1}, rollout=rollout_config), FakeUpstream(canary=Script(lost)))
+    for _ in range(3):
+        result, _ = await h.dispatch(h.plan(pinned="canary"))
+        assert isinstance(result, Refusal) and result.info.status == 503
+    outcomes = h.outcomes.drain()
+    assert [(o.version, o.ok, o.incident) for o in outcomes] == [("canary", False, "replica-1")] * 3
+    model = h.config.models[0]
+    assert model.rollout is not None
+    gates = Rollout("m", "stable", model.rollout, ManualClock())
+    for outcome in outcomes:
+        gates.record(outcome)
+    assert (gates.reading().canary_requests, gates.reading().canary_error_rate) == (1, 1.0)
 
 
 # ---- admission ----------------------------------------------------------------------------------------------

@@ -104,3 +104,18 @@ def test_waits_for_resume_without_auto_start() -> None:
     assert r.phase is Phase.PAUSED and r.canary_weight == 0
     r.act(Action.RESUME)
     assert r.canary_weight == 10
+
+
+def test_a_replica_death_fails_the_gates_once_however_many_requests_it_held() -> None:
+    r = rollout(ManualClock(), max_error_rate=0.1)
+    feed(r, "v2", 20)
+    for _ in range(5):  # five requests the dead replica held: one incident
+        r.record(Outcome("m", "v2", ok=False, latency_ms=5, incident="actor-1"))
+    r.tick()
+    assert r.phase is Phase.PROGRESSING
+    assert (r.reading().canary_requests, r.reading().canary_error_rate) == (21, 1 / 21)
+    r.record(Outcome("m", "v2", ok=False, latency_ms=5, incident="actor-2"))  # another replica's death
+    feed(r, "v2", 2, errors=2)  # and failures of no incident count one by one
+    assert (r.reading().canary_requests, r.reading().canary_error_rate) == (24, 4 / 24)
+    r.tick()
+    assert r.phase is Phase.ROLLED_BACK
