@@ -1,14 +1,15 @@
 """Progressive rollout of a canary: step its weight up while its gates hold; roll back at once when not.
 
 The state machine is pure: outcomes are recorded, `tick()` judges, a clock is passed in. The RolloutController
-deployment owns one Rollout per model and runs `tick()` off the request path.
+deployment owns one Rollout per model and runs `tick()` off the request path. `snapshot()` is what a restarted
+controller needs to go on where it was (`Rollout.resumed`); the controller keeps it outside itself.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -32,6 +33,7 @@ class Action(StrEnum):
 
 
 FINAL = frozenset({Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED})
+SNAPSHOT_FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,62 @@ class Rollout:
         self._stable = Window()
         self.history: list[Event] = []
         self._log("started" if config.auto_start else "waiting for resume")
+
+    @classmethod
+    def resumed(
+        cls,
+        model: str,
+        stable: str,
+        config: RolloutConfig,
+        clock: Callable[[], float],
+        snapshot: Mapping[str, Any] | None,
+    ) -> Rollout:
+        """The rollout that `snapshot` recorded, at its phase and step (a final phase stays final) and with its
+        history; the step starts again, its timer and gate windows anew, as the outcomes since the snapshot are gone.
+        A fresh rollout when there is no snapshot, or it is of another rollout (stable, canary, steps or gates
+        changed) or unreadable."""
+        rollout = cls(model, stable, config, clock)
+        if snapshot is None or snapshot.get("format") != SNAPSHOT_FORMAT or snapshot.get("rollout") != rollout._what():
+            return rollout
+        try:
+            phase, step, started = Phase(snapshot["phase"]), int(snapshot["step"]), bool(snapshot["started"])
+            history = [_event(e) for e in snapshot["history"]]
+        except (KeyError, TypeError, ValueError):
+            return rollout
+        if not 0 <= step < len(config.steps):
+            return rollout
+        rollout.phase, rollout.step, rollout._started, rollout.history = phase, step, started, history
+        rollout._new_step()
+        where = f"step {step} ({rollout.canary_weight:g}%)"
+        if phase is Phase.PROGRESSING:
+            rollout._log(f"resumed at {where} after a controller restart; the step starts again")
+        elif phase is Phase.PAUSED:
+            rollout._log(f"restored at {where}, paused, after a controller restart")
+        else:
+            rollout._log(f"restored as {phase.value} after a controller restart")
+        return rollout
+
+    def snapshot(self) -> dict[str, Any]:
+        """What `resumed` needs, JSON-able: the phase, step and history, and what this rollout is (so a snapshot is
+        not applied to another). The step's gate windows are left out: a resumed step starts again."""
+        return {
+            "format": SNAPSHOT_FORMAT,
+            "rollout": self._what(),
+            "phase": self.phase.value,
+            "step": self.step,
+            "started": self._started,
+            "history": [asdict(e) for e in self.history],
+        }
+
+    def _what(self) -> dict[str, Any]:
+        config = self._config
+        return {
+            "model": self.model,
+            "stable": self.stable,
+            "canary": self.canary,
+            "steps": list(config.steps),
+            "gates": config.gates.model_dump(mode="json"),
+        }
 
     @property
     def canary_weight(self) -> float:
@@ -225,3 +283,15 @@ class Rollout:
             "reading": asdict(self.reading()),
             "history": [asdict(e) for e in self.history],
         }
+
+
+def _event(saved: Mapping[str, Any]) -> Event:
+    reading = saved.get("reading")
+    return Event(
+        at=float(saved["at"]),
+        phase=Phase(saved["phase"]),
+        step=int(saved["step"]),
+        canary_weight=float(saved["canary_weight"]),
+        reason=str(saved["reason"]),
+        reading=None if reading is None else GateReading(**{**reading, "failed": tuple(reading.get("failed", ()))}),
+    )

@@ -1,3 +1,6 @@
+import json
+from typing import Any
+
 import pytest
 
 from app.config import RolloutConfig
@@ -5,11 +8,14 @@ from app.traffic.rollout import Action, InvalidTransition, Outcome, Phase, Rollo
 from tests.fakes import ManualClock
 
 
-def rollout(clock: ManualClock, **gates: float) -> Rollout:
-    config = RolloutConfig.model_validate(
+def rollout_config(**gates: float) -> RolloutConfig:
+    return RolloutConfig.model_validate(
         {"canary": "v2", "steps": [10, 50, 100], "step_duration_s": 10, "gates": {"min_requests": 10, **gates}}
     )
-    return Rollout("m", "v1", config, clock)
+
+
+def rollout(clock: ManualClock, **gates: float) -> Rollout:
+    return Rollout("m", "v1", rollout_config(**gates), clock)
 
 
 def feed(r: Rollout, version: str, n: int, errors: int = 0, latency_ms: float = 100) -> None:
@@ -119,3 +125,121 @@ def test_a_replica_death_fails_the_gates_once_however_many_requests_it_held() ->
     assert (r.reading().canary_requests, r.reading().canary_error_rate) == (24, 4 / 24)
     r.tick()
     assert r.phase is Phase.ROLLED_BACK
+
+
+# ---- snapshot and restore ----------------------------------------------------------------------------------
+
+
+def stored(r: Rollout) -> dict[str, Any]:
+    """The rollout's snapshot as the store gives it back: through JSON."""
+    saved: dict[str, Any] = json.loads(json.dumps(r.snapshot()))
+    return saved
+
+
+def at_step_one(clock: ManualClock) -> Rollout:
+    r = rollout(clock)
+    feed(r, "v2", 10)
+    clock.now += 10
+    r.tick()
+    assert (r.phase, r.step, r.canary_weight) == (Phase.PROGRESSING, 1, 50)
+    return r
+
+
+def test_a_restored_rollout_keeps_its_step_and_history_and_starts_the_step_again() -> None:
+    clock = ManualClock()
+    before = at_step_one(clock)
+    feed(before, "v2", 9)
+    clock.now += 9  # the step nearly held when the controller died
+    snapshot = stored(before)
+    clock.now += 1
+    r = Rollout.resumed("m", "v1", rollout_config(), clock, snapshot)
+    assert (r.phase, r.step, r.weights()) == (Phase.PROGRESSING, 1, {"v1": 50, "v2": 50})
+    assert r.history[:-1] == before.history
+    assert (r.history[-1].at, r.history[-1].step, r.history[-1].canary_weight) == (clock.now, 1, 50)
+    assert r.history[-1].reason == "resumed at step 1 (50%) after a controller restart; the step starts again"
+    assert r.reading().canary_requests == 0  # the outcomes since the snapshot are gone
+    feed(r, "v2", 10)
+    clock.now += 9
+    r.tick()
+    assert r.step == 1  # the step's full duration runs again from the restore
+    clock.now += 1
+    r.tick()
+    assert (r.step, r.canary_weight) == (2, 100)
+
+
+def test_a_paused_rollout_is_restored_paused_at_its_step() -> None:
+    clock = ManualClock()
+    before = at_step_one(clock)
+    before.act(Action.PAUSE)
+    r = Rollout.resumed("m", "v1", rollout_config(), clock, stored(before))
+    assert (r.phase, r.step, r.canary_weight) == (Phase.PAUSED, 1, 50)
+    assert r.history[-1].reason == "restored at step 1 (50%), paused, after a controller restart"
+    r.act(Action.RESUME)
+    assert (r.phase, r.step, r.canary_weight) == (Phase.PROGRESSING, 1, 50)
+    waiting = Rollout("m", "v1", RolloutConfig(canary="v2", auto_start=False), clock)
+    r = Rollout.resumed("m", "v1", RolloutConfig(canary="v2", auto_start=False), clock, stored(waiting))
+    assert (r.phase, r.canary_weight) == (Phase.PAUSED, 0)  # never started: still waits for resume
+    r.act(Action.RESUME)
+    assert r.canary_weight == 10
+
+
+@pytest.mark.parametrize("action", [Action.PROMOTE, Action.ABORT])
+def test_a_final_rollout_stays_final(action: Action) -> None:
+    clock = ManualClock()
+    before = at_step_one(clock)
+    before.act(action)
+    r = Rollout.resumed("m", "v1", rollout_config(), clock, stored(before))
+    assert r.phase is before.phase and r.weights() == before.weights()
+    assert r.history[-1].reason == f"restored as {before.phase.value} after a controller restart"
+    feed(r, "v2", 10)
+    clock.now += 100
+    r.tick()
+    assert r.phase is before.phase
+    with pytest.raises(InvalidTransition):
+        r.act(Action.RESUME)
+
+
+def test_a_rolled_back_rollout_keeps_the_gate_reading_that_failed_it() -> None:
+    clock = ManualClock()
+    before = rollout(clock)
+    feed(before, "v2", 10, errors=5)
+    before.tick()
+    r = Rollout.resumed("m", "v1", rollout_config(), clock, stored(before))
+    assert r.phase is Phase.ROLLED_BACK and r.weights() == {"v1": 100, "v2": 0}
+    failed = r.history[-2]
+    assert failed == before.history[-1] and failed.reading is not None and failed.reading.failed  # reading and all
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        {"canary": "v3"},
+        {"steps": [10, 100]},
+        {"gates": {"min_requests": 10, "max_error_rate": 0.5}},
+    ],
+)
+def test_a_snapshot_of_another_rollout_is_ignored(changed: dict[str, Any]) -> None:
+    clock = ManualClock()
+    snapshot = stored(at_step_one(clock))
+    config = RolloutConfig.model_validate({**rollout_config().model_dump(), **changed})
+    r = Rollout.resumed("m", "v1", config, clock, snapshot)
+    assert (r.phase, r.step, [e.reason for e in r.history]) == (Phase.PROGRESSING, 0, ["started"])
+    other_stable = Rollout.resumed("m", "v0", rollout_config(), clock, snapshot)
+    assert (other_stable.step, len(other_stable.history)) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        {"phase": "sideways"},
+        {"step": 7},
+        {"history": [{"at": 0}]},
+        {"format": 99},
+    ],
+)
+def test_an_unreadable_snapshot_starts_afresh(damage: dict[str, Any]) -> None:
+    clock = ManualClock()
+    snapshot = {**stored(at_step_one(clock)), **damage}
+    r = Rollout.resumed("m", "v1", rollout_config(), clock, snapshot)
+    assert (r.step, [e.reason for e in r.history]) == (0, ["started"])
+    assert Rollout.resumed("m", "v1", rollout_config(), clock, None).step == 0
