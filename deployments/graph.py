@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import ray
@@ -57,7 +58,10 @@ def bind_graph(config: GraphConfig) -> Application:
     controller: Application | None = None
     actor = {"num_cpus": CONTROLLER_CPUS}
     if any(m.rollout is not None for m in config.models):
-        controller = RolloutController.options(ray_actor_options=actor).bind(config)  # type: ignore[attr-defined]
+        # a new run id at each bind: a new `serve run`/`serve deploy` starts its rollouts afresh, while a restart of
+        # the controller's replica (the same init arguments) resumes them from the snapshots kept under this id
+        run_id = uuid.uuid4().hex
+        controller = RolloutController.options(ray_actor_options=actor).bind(config, run_id)  # type: ignore[attr-defined]
     registry: Application | None = None
     if config.serves_adapters():
         registry = AdapterRegistry.options(ray_actor_options=actor).bind()  # type: ignore[attr-defined]
