@@ -55,6 +55,12 @@ class CanaryGates(Strict):
     max_p99_ratio: float = Field(
         default=2.0, gt=0, description="Most the canary's p99 may be, as a multiple of stable's."
     )
+    max_replicas_lost: int = Field(
+        default=2,
+        ge=0,
+        description="Most canary replicas lost in a step (died or unreachable: a crash, a node's loss). Each counts "
+        "once; its failed calls, retried elsewhere, are not canary errors.",
+    )
 
 
 class RolloutConfig(Strict):

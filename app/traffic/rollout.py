@@ -38,8 +38,8 @@ SNAPSHOT_FORMAT = 1
 
 @dataclass(frozen=True)
 class Outcome:
-    """One finished request, as an ingress saw it. `incident` names a failure that many requests share (the replica
-    actor whose death failed it): the gates count it once, as the version's breaker does."""
+    """One finished try, as an ingress saw it. `incident` names the lost replica (its actor) whose death or outage
+    failed it, a failure that every request it held shares."""
 
     model: str
     version: str
@@ -50,19 +50,19 @@ class Outcome:
 
 @dataclass
 class Window:
-    """One version's outcomes in the current step. A replica's death fails every request it held at once; it is one
-    failure here, not one per request (every ingress names the same incident, the dead actor's id)."""
+    """One version's outcomes in the current step. A lost replica is not an answer of the version: its failed tries
+    (retried elsewhere) are not errors here; the replica is counted once, by its actor id, which every ingress
+    names alike, and judged by its own gate (as the version's breaker counts it once)."""
 
     requests: int = 0
     errors: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
-    incidents: set[str] = field(default_factory=set)
+    lost_replicas: set[str] = field(default_factory=set)
 
     def add(self, outcome: Outcome) -> None:
         if not outcome.ok and outcome.incident is not None:
-            if outcome.incident in self.incidents:
-                return
-            self.incidents.add(outcome.incident)
+            self.lost_replicas.add(outcome.incident)
+            return
         self.requests += 1
         if outcome.ok:
             self.latencies_ms.append(outcome.latency_ms)
@@ -91,6 +91,7 @@ class GateReading:
     stable_error_rate: float
     stable_p99_ms: float
     failed: tuple[str, ...] = ()
+    canary_replicas_lost: int = 0
 
 
 @dataclass(frozen=True)
@@ -201,10 +202,22 @@ class Rollout:
 
     def reading(self) -> GateReading:
         c, s = self._canary, self._stable
-        return GateReading(c.requests, c.error_rate, c.p99_ms, s.requests, s.error_rate, s.p99_ms, self._failures())
+        return GateReading(
+            c.requests,
+            c.error_rate,
+            c.p99_ms,
+            s.requests,
+            s.error_rate,
+            s.p99_ms,
+            self._failures(),
+            len(c.lost_replicas),
+        )
 
     def _failures(self) -> tuple[str, ...]:
         gates, c, s = self._config.gates, self._canary, self._stable
+        lost = len(c.lost_replicas)
+        if lost > gates.max_replicas_lost:  # judged at once: a canary that kills its replicas may never reach min
+            return (f"{lost} canary replicas lost > {gates.max_replicas_lost}",)
         if c.requests < gates.min_requests:
             return ()
         failed = []

@@ -112,17 +112,45 @@ def test_waits_for_resume_without_auto_start() -> None:
     assert r.canary_weight == 10
 
 
-def test_a_replica_death_fails_the_gates_once_however_many_requests_it_held() -> None:
+def lost(r: Rollout, version: str, actor: str, held: int = 1) -> None:
+    """The tries that a lost replica (`actor`) failed: every request it held."""
+    for _ in range(held):
+        r.record(Outcome("m", version, ok=False, latency_ms=5, incident=actor))
+
+
+def test_a_lost_replica_is_counted_once_and_its_tries_are_not_canary_errors() -> None:
     r = rollout(ManualClock(), max_error_rate=0.1)
     feed(r, "v2", 20)
-    for _ in range(5):  # five requests the dead replica held: one incident
-        r.record(Outcome("m", "v2", ok=False, latency_ms=5, incident="actor-1"))
+    feed(r, "v1", 20)
+    lost(r, "v2", "actor-1", held=5)  # a node's loss: the canary replica on it, and a stable one
+    lost(r, "v1", "actor-9", held=7)
     r.tick()
+    reading = r.reading()
     assert r.phase is Phase.PROGRESSING
-    assert (r.reading().canary_requests, r.reading().canary_error_rate) == (21, 1 / 21)
-    r.record(Outcome("m", "v2", ok=False, latency_ms=5, incident="actor-2"))  # another replica's death
-    feed(r, "v2", 2, errors=2)  # and failures of no incident count one by one
-    assert (r.reading().canary_requests, r.reading().canary_error_rate) == (24, 4 / 24)
+    assert (reading.canary_requests, reading.canary_error_rate, reading.canary_replicas_lost) == (20, 0.0, 1)
+    assert (reading.stable_requests, reading.stable_error_rate) == (20, 0.0)
+    lost(r, "v2", "actor-2")
+    lost(r, "v2", "actor-1", held=3)  # the same replica seen again (by another ingress): still one
+    r.tick()
+    assert r.phase is Phase.PROGRESSING and r.reading().canary_replicas_lost == 2
+
+
+def test_a_canary_that_keeps_losing_replicas_is_rolled_back_before_min_requests() -> None:
+    r = rollout(ManualClock(), max_replicas_lost=2)
+    feed(r, "v2", 3)  # min_requests is 10: the other gates wait
+    for actor in ("actor-1", "actor-2", "actor-3"):
+        lost(r, "v2", actor)
+    r.tick()
+    assert r.phase is Phase.ROLLED_BACK
+    assert r.history[-1].reason == "gate failed: 3 canary replicas lost > 2"
+
+
+def test_failures_of_no_lost_replica_are_errors_one_by_one() -> None:
+    r = rollout(ManualClock(), max_error_rate=0.1)
+    feed(r, "v2", 20, errors=2)
+    r.tick()
+    assert r.phase is Phase.PROGRESSING and r.reading().canary_error_rate == 0.1
+    feed(r, "v2", 1, errors=1)
     r.tick()
     assert r.phase is Phase.ROLLED_BACK
 
