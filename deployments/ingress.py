@@ -45,6 +45,7 @@ from deployments.upstream import Handles, ServeUpstream
 logger = logging.getLogger("ray.serve")
 CATCH_ALL = "/{path:path}"
 BREAKER_POLL_S = 5.0  # breakers also change with time alone (open -> half-open): their states are read this often
+READMIT_PROBE_S = 1.0  # how often a version set aside after losing a replica is probed for readiness
 api = FastAPI(title="inference-graph", description="OpenAI-compatible inference graph on Ray Serve.")
 
 
@@ -162,6 +163,7 @@ class Ingress:
             config, self._metrics, RequestLog(logs.resolved_request_log_path()) if logs.request_log else None
         )
         self._breaker_poll: asyncio.Task[None] | None = None
+        self._readmitter: asyncio.Task[None] | None = None
         self._gate = Gate(config)
         self._dispatcher = Dispatcher(
             config, self._routers, self._gate, self._observer, self._metrics, self._outcomes, self._upstream
@@ -321,12 +323,25 @@ class Ingress:
             self._syncer = asyncio.get_running_loop().create_task(self._sync_forever())
         if self._breaker_poll is None or self._breaker_poll.done():
             self._breaker_poll = asyncio.get_running_loop().create_task(self._poll_breakers_forever())
+        if self._readmitter is None or self._readmitter.done():
+            self._readmitter = asyncio.get_running_loop().create_task(self._readmit_forever())
 
     async def _poll_breakers_forever(self) -> None:
         while True:
             for name, router in self._routers.items():
                 self._metrics.breakers(name, router.breaker_states())
             await asyncio.sleep(BREAKER_POLL_S)
+
+    async def _readmit_forever(self) -> None:
+        """Versions set aside after losing a replica take traffic again once one of their replicas answers `ready`
+        (a probe, not a client's request, waits for Serve to start the replacement)."""
+        while True:
+            waiting = [(name, v) for name, router in self._routers.items() for v in router.set_aside]
+            answers = await asyncio.gather(*(self._ready(self._upstream.handle(*key)) for key in waiting))
+            for (name, version), ready in zip(waiting, answers, strict=True):
+                if ready and name in self._routers:
+                    self._routers[name].readmit(version)
+            await asyncio.sleep(READMIT_PROBE_S)
 
     async def _sync_forever(self) -> None:
         while True:
@@ -402,7 +417,9 @@ class Ingress:
         return tokens_needed(self._tokenizers[name], body)
 
     async def _probe(self, model: ModelConfig) -> bool:
-        handle = self._upstream.handle(model.name, model.stable_version)
+        return await self._ready(self._upstream.handle(model.name, model.stable_version))
+
+    async def _ready(self, handle: DeploymentHandle[Any]) -> bool:
         try:
             return bool(await asyncio.wait_for(handle.ready.remote(), self._config.ingress.ready_probe_timeout_s))
         except Exception:

@@ -1,4 +1,5 @@
-"""Per-model version choice at the ingress: live weights, experiments, sticky splits, and breakers."""
+"""Per-model version choice at the ingress: live weights, experiments, sticky splits, breakers, and versions set
+aside after losing a replica."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ class VersionRouter:
         # the weight line: every non-stable version first, so a rising canary share only takes users from stable
         self._order = [v.version for v in model.versions if v.version != self.stable] + [self.stable]
         self._incidents: deque[str] = deque(maxlen=256)
+        self._set_aside: set[str] = set()  # lost a replica: no traffic until a readiness probe answers
 
     def choose(
         self,
@@ -39,6 +41,7 @@ class VersionRouter:
         why = "experiment" if pinned else "split"
         if wanted in unable and order:
             wanted, why = self._capable_choice(user, order), "capability"
+        excluded |= self._set_aside
         if wanted not in excluded and self._breakers[wanted].allow():
             return wanted, why
         for fallback in [self.stable, *order]:
@@ -52,8 +55,10 @@ class VersionRouter:
         return choose_version(self.model.name, self.weights, user, self._rng, order)
 
     def record(self, version: str, ok: bool, incident: str | None = None) -> None:
-        """One answer's outcome. `incident` names a failure that many requests share (a replica's death fails every
-        request it held at once): it counts against the version's breaker once, not once per request."""
+        """One answer's outcome. `incident` names a lost replica, whose death fails every request it held at once: it
+        counts against the version's breaker once, not once per request, and a version other than the stable one is
+        set aside (its share goes to the stable version, its requests do not wait in Serve's queue for a replica
+        to start) until `readmit`. The stable version is never set aside: everything falls back to it."""
         breaker = self._breakers[version]
         if ok:
             breaker.record_success()
@@ -62,7 +67,18 @@ class VersionRouter:
             if incident in self._incidents:
                 return
             self._incidents.append(incident)
+            if version != self.stable:
+                self._set_aside.add(version)
         breaker.record_failure()
+
+    @property
+    def set_aside(self) -> frozenset[str]:
+        """Versions that lost a replica and wait for a readiness probe to answer."""
+        return frozenset(self._set_aside)
+
+    def readmit(self, version: str) -> None:
+        """A set-aside version answered its readiness probe: it takes its share again."""
+        self._set_aside.discard(version)
 
     def release(self, version: str) -> None:
         """A request that `choose` sent to `version` ended with no verdict on it."""

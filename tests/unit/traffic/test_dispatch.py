@@ -238,21 +238,29 @@ async def test_a_replica_death_counts_once_however_many_requests_it_held() -> No
     assert h.router.breaker_states()["stable"] == "closed"
 
 
-async def test_a_canary_replicas_death_reaches_the_rollout_gates_as_one_failure() -> None:
+async def test_a_canary_replicas_death_reaches_the_rollout_gates_as_one_lost_replica() -> None:
     lost = ServiceUnavailable("replica gone")
     rollout_config = {"canary": "canary", "steps": [50, 100], "gates": {"min_requests": 1}}
-    h = Harness(config(retry={"attempts": 1}, rollout=rollout_config), FakeUpstream(canary=Script(lost)))
-    for _ in range(3):
-        result, _ = await h.dispatch(h.plan(pinned="canary"))
-        assert isinstance(result, Refusal) and result.info.status == 503
+    upstream = FakeUpstream(canary=Script(lost), stable=Script(reply()))
+    h = Harness(config(retry={"attempts": 1}, rollout=rollout_config), upstream)
+    result, _ = await h.dispatch(h.plan(pinned="canary"))
+    assert isinstance(result, Refusal) and result.info.status == 503
+    for _ in range(2):  # the canary is set aside: pinned requests go to stable until it is readmitted
+        served, _ = await h.dispatch(h.plan(pinned="canary"))
+        assert isinstance(served, Reply) and served.headers["x-served-by"] == "m@stable"
     outcomes = h.outcomes.drain()
-    assert [(o.version, o.ok, o.incident) for o in outcomes] == [("canary", False, "replica-1")] * 3
+    assert [(o.version, o.ok, o.incident) for o in outcomes] == [
+        ("canary", False, "replica-1"),
+        ("stable", True, None),
+        ("stable", True, None),
+    ]
     model = h.config.models[0]
     assert model.rollout is not None
     gates = Rollout("m", "stable", model.rollout, ManualClock())
     for outcome in outcomes:
         gates.record(outcome)
-    assert (gates.reading().canary_requests, gates.reading().canary_error_rate) == (1, 1.0)
+    reading = gates.reading()
+    assert (reading.canary_replicas_lost, reading.canary_requests, reading.canary_error_rate) == (1, 0, 0.0)
 
 
 # ---- admission ----------------------------------------------------------------------------------------------

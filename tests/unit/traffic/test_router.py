@@ -44,6 +44,20 @@ def test_a_replica_death_counts_once_against_the_breaker() -> None:
     assert router.breaker_states()["stable"] == "open"
 
 
+def test_a_version_that_lost_a_replica_is_set_aside_until_readmitted() -> None:
+    router = VersionRouter(model(weights={"stable": 0, "canary": 100}), lambda: 0.0, random.Random(0))
+    router.record("canary", ok=False)  # a failed answer is the breaker's business only
+    assert router.set_aside == frozenset() and router.choose("u") == ("canary", "split")
+    router.record("canary", ok=False, incident="actor-1")
+    assert router.set_aside == {"canary"} and router.breaker_states()["canary"] == "closed"
+    assert {router.choose(f"u{i}") for i in range(20)} == {("stable", "fallback")}
+    assert router.choose(None, pinned="canary") == ("stable", "fallback")
+    router.readmit("canary")
+    assert router.choose("u") == ("canary", "split")
+    router.record("stable", ok=False, incident="actor-2")  # everything falls back to stable: never set aside
+    assert router.set_aside == frozenset() and router.choose(None, pinned="stable") == ("stable", "experiment")
+
+
 def test_excluded_versions_and_pins() -> None:
     router = VersionRouter(model(weights={"stable": 50, "canary": 50}), lambda: 0.0, random.Random(0))
     assert router.choose(None, pinned="canary") == ("canary", "experiment")
