@@ -30,8 +30,10 @@ lint: $(STAMP)
 system-packages:
 	bash scripts/system-packages.sh
 
+# tests/cluster runs a two-node Ray cluster of its own, so it is a pytest session of its own
 test: install system-packages lint
 	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra tests/cluster
 
 bench: install
 	$(PY) -m bench

@@ -1,4 +1,4 @@
-"""`python -m bench` (`make bench`): the eight comparisons, one after the other, then their tables.
+"""`python -m bench` (`make bench`): the nine comparisons, one after the other, then their tables.
 
 --only picks comparisons by name; --scale multiplies every request count (0.2 for a quick look);
 --ingress-max-ongoing overrides the ingress's max_ongoing_requests in every graph the bench starts."""
@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 
-from bench import canary, chat_vs_vllm, embeddings, lora, overhead, prefix, stream_interval, vllm_bench
+from bench import canary, chat_vs_vllm, embeddings, lora, node_loss, overhead, prefix, stream_interval, vllm_bench
 from bench.report import Table, load_average, machine
 
 COMPARISONS: dict[str, Callable[[float], Table]] = {
@@ -24,6 +24,7 @@ COMPARISONS: dict[str, Callable[[float], Table]] = {
     "vllm-bench": vllm_bench.run,
     "stream-interval": stream_interval.run,
     "lora": lora.run,
+    "node-loss": node_loss.run,
 }
 
 

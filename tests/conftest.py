@@ -45,6 +45,7 @@ def ray_cluster(request_log_path: Path) -> Iterator[str]:
     }
     # Two logical GPUs let the GPU-pooling tests check packing on a CPU host (no replica here uses a real GPU).
     ray.init(
+        address="local",  # a cluster of its own, even when another one runs on this host (tests/cluster, say)
         num_cpus=4,
         num_gpus=2,
         include_dashboard=False,
