@@ -46,6 +46,11 @@ class LocalCluster:
         return str(self._cluster.address)
 
     @property
+    def worker_id(self) -> str | None:
+        """The worker node's Ray node id (None once it is killed)."""
+        return None if self.worker is None else str(self.worker.node_id)
+
+    @property
     def head_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.head_http}"
 

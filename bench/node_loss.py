@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.cluster import LocalCluster, Ports, spread_over
+from bench.cluster import LocalCluster, Ports, replicas_by_node, spread_over
 from bench.load import Call, Progress, Sample, run_load
 from bench.report import Table
 
@@ -142,6 +142,10 @@ class Spread:
     def stable_deployment(self) -> str:
         return f"chat-{self.model}-{self.stable}"
 
+    @property
+    def canary_deployment(self) -> str:
+        return f"chat-{self.model}-{self.canary}"
+
 
 def spread_graph(request_log: Path) -> Spread:
     """serve_config.yaml's graph, spread: two replicas of the stable chat version (one per node), an ingress per
@@ -158,7 +162,9 @@ def spread_graph(request_log: Path) -> Spread:
         "canary": canary,
         "steps": [10, 50, 100],
         "step_duration_s": 3600,
-        "gates": {"min_requests": 10, "max_error_rate": 0.1, "max_p99_ratio": 50},
+        # latency gates wide open: the transformers canary is slower than vLLM on shared cores with or without a
+        # node's loss, and what is measured here is what the loss does
+        "gates": {"min_requests": 10, "max_error_rate": 0.1, "max_p99_ms": 600_000, "max_p99_ratio": 1000},
     }
     next(v for v in chat["versions"] if v["version"] == stable).update(num_replicas=2, max_replicas_per_node=1)
     return Spread(args, chat["name"], stable, canary)
@@ -174,6 +180,7 @@ def run(scale: float) -> Table:
     table = Table(
         "9. A worker node lost under load (default graph on two nodes, concurrency 16, a third streamed)",
         [
+            "canary on",
             "requests",
             "unary lost",
             "streams cut (clean error)",
@@ -206,6 +213,9 @@ def run(scale: float) -> Table:
                 return spread_over(APP_NAME, graph.stable_deployment, 2) is not None
 
             wait_until(spread, "the stable version on both nodes", 300)
+            canary_on = (
+                "the worker" if cluster.worker_id in replicas_by_node(APP_NAME, graph.canary_deployment) else "the head"
+            )
             loss = asyncio.run(lose_worker(cluster, chat_call(graph.model, 32), log, requests=requests))
             breaker, rollout = _breaker_and_rollout(cluster.head_url, graph.model, graph.stable)
             cluster.add_worker()
@@ -218,6 +228,7 @@ def run(scale: float) -> Table:
     cut = loss.streams_cut
     table.failed = bool(loss.unary_lost) or breaker != "closed" or rollout != "progressing"
     table.add(
+        canary_on,
         f"{len(loss.samples)} ({loss.left} after the kill)",
         f"{len(loss.unary_lost)} of {len(loss.unary)}",
         f"{len(cut)} of {len(loss.streams)}",
@@ -242,7 +253,8 @@ def _ready(base: str) -> bool:
 
 
 def _breaker_and_rollout(base: str, model: str, stable: str) -> tuple[str, str]:
-    """The stable version's breaker, from the head's metrics port, and the rollout's phase."""
+    """The stable version's breaker, from the head's metrics port, and the rollout's phase (with the reason of its
+    last move when it is no longer progressing)."""
     import httpx
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -257,5 +269,7 @@ def _breaker_and_rollout(base: str, model: str, stable: str) -> tuple[str, str]:
             if s.name == "ray_inference_graph_breaker_state" and where == (model, stable):
                 state = names.get(s.value, str(s.value))
     rollouts = httpx.get(f"{base}/admin/rollouts", timeout=30).json()["rollouts"]
-    phase = next(r["phase"] for r in rollouts if r["model"] == model)
-    return state, str(phase)
+    rollout = next(r for r in rollouts if r["model"] == model)
+    if rollout["phase"] == "progressing":
+        return state, "progressing"
+    return state, f"{rollout['phase']} ({rollout['history'][-1]['reason']})"
