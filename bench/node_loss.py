@@ -97,10 +97,10 @@ async def lose_worker(
             raise TimeoutError(f"{progress.done} of {kill_after} requests done before the kill")
         await asyncio.sleep(0.05)
     killed_at = time.time()
-    cluster.kill_worker()
+    await asyncio.to_thread(cluster.kill_worker)  # it waits for the node's processes to be gone
     left = requests - progress.done
     result = await load
-    troubled = [e for e in log_entries(request_log) if _troubled(e) and started_at(e) >= killed_at - timeout_s]
+    troubled = [e for e in log_entries(request_log) if _troubled(e) and finished_at(e) >= killed_at]
     settled_s = max((started_at(e) - killed_at for e in troubled), default=0.0)
     retried = sum(1 for e in troubled if e["attempts"] > 1 and e["status"] == 200)
     return NodeLoss(result.samples, killed_at, left, max(settled_s, 0.0), retried)
@@ -110,9 +110,13 @@ def log_entries(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def finished_at(entry: dict[str, Any]) -> float:
+    return datetime.fromisoformat(entry["ts"]).timestamp()
+
+
 def started_at(entry: dict[str, Any]) -> float:
     """A request log entry's start (its `ts` is when it finished)."""
-    return datetime.fromisoformat(entry["ts"]).timestamp() - (entry["latency_ms"] or 0) / 1000
+    return finished_at(entry) - (entry["latency_ms"] or 0) / 1000
 
 
 def _troubled(entry: dict[str, Any]) -> bool:
