@@ -1,7 +1,7 @@
 """RolloutController: one replica, off the request path. Owns each model's Rollout; ingresses report outcomes to it
 and pull the weights back (`sync`), so weights change with no redeploy.
 
-Its rollouts outlive it: each one's snapshot is kept in the GCS (deployments/rollout_store.py) when its phase or step
+Its rollouts outlive it: each one's snapshot is kept in the GCS (deployments/run_store.py) when its phase or step
 moves or an admin action applies, and a replica that Serve restarts (its actor killed, its node lost) resumes every
 rollout at its phase and step. While it is down, the ingresses keep routing with the last weights they got."""
 
@@ -19,7 +19,7 @@ from app.errors import ErrorInfo, InvalidRequest, ModelNotFound
 from app.traffic.rollout import Action, InvalidTransition, Outcome, Phase
 from app.traffic.rollout_book import RolloutBook
 from deployments.metrics import GraphMetrics
-from deployments.rollout_store import RolloutStore
+from deployments.run_store import RunStore
 
 PHASES = tuple(p.value for p in Phase)
 logger = logging.getLogger("ray.serve")
@@ -32,7 +32,7 @@ class RolloutController:
         are read here, blocking, once: the replica serves nothing before its constructor returns, so no sync ever
         gets weights from a rollout not yet restored, and one GCS read is a few milliseconds. When this run has
         none (its first start), the application's older runs' snapshots are deleted."""
-        self._store = RolloutStore(serve.get_replica_context().app_name, run_id)
+        self._store = RunStore("rollouts", serve.get_replica_context().app_name, run_id)
         saved = self._store.load()
         if not saved:
             try:
