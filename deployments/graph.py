@@ -57,14 +57,14 @@ def bind_graph(config: GraphConfig) -> Application:
             handles.setdefault(model.name, {})[version.version] = bound[base_model.name, base.version]
     controller: Application | None = None
     actor = {"num_cpus": CONTROLLER_CPUS}
+    # a new run id at each bind: a new `serve run`/`serve deploy` starts rollouts and run-time adapters afresh, while
+    # a restart of the controller's or the registry's replica (the same init arguments) finds what it kept under it
+    run_id = uuid.uuid4().hex
     if any(m.rollout is not None for m in config.models):
-        # a new run id at each bind: a new `serve run`/`serve deploy` starts its rollouts afresh, while a restart of
-        # the controller's replica (the same init arguments) resumes them from the snapshots kept under this id
-        run_id = uuid.uuid4().hex
         controller = RolloutController.options(ray_actor_options=actor).bind(config, run_id)  # type: ignore[attr-defined]
     registry: Application | None = None
     if config.serves_adapters():
-        registry = AdapterRegistry.options(ray_actor_options=actor).bind()  # type: ignore[attr-defined]
+        registry = AdapterRegistry.options(ray_actor_options=actor).bind(run_id)  # type: ignore[attr-defined]
     return bind_ingress(config, handles, controller, registry)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ PROMPT = [{"role": "user", "content": "the cat reads a book and the river"}]
 @pytest.fixture(scope="module")
 def adapter_paths(tiny_paths: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny-adapters")
-    names = [*SHARED, *SOLO, "canary", "gated", "runtime"]
+    names = [*SHARED, *SOLO, "canary", "gated", "runtime", "kept"]
     return {name: build_tiny_lora_adapter(tiny_paths[0], root / name, rank=4, seed=i) for i, name in enumerate(names)}
 
 
@@ -220,6 +221,38 @@ def test_an_adapter_loaded_at_run_time_is_served_listed_and_unloaded(lora: str, 
     assert gone.status_code == 404 and "l-runtime" in gone.json()["error"]["message"]
     configured = admin(lora, "/v1/unload_lora_adapter", {"lora_name": "l-a1"})
     assert configured.status_code == 400 and "serve config" in configured.json()["error"]["message"]
+
+
+def registry_replicas() -> set[str]:
+    import ray
+
+    prefix = f"SERVE_REPLICA::{APP}#AdapterRegistry#"
+    return {a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)}
+
+
+def test_run_time_adapters_outlive_the_registrys_replica(lora: str, adapter_paths: dict[str, Path]) -> None:
+    import ray
+    from ray import serve
+
+    load = {"lora_name": "l-kept", "lora_path": str(adapter_paths["kept"]), "base_model": "l-chat/v1"}
+    assert admin(lora, "/v1/load_lora_adapter", load).status_code == 200
+    before = text(chat(lora, "l-kept"))
+    (victim,) = registry_replicas()
+    ray.kill(ray.get_actor(victim, namespace="serve"), no_restart=True)
+
+    def restarted() -> list[str]:
+        now = registry_replicas()
+        assert now and victim not in now, f"no replacement for {victim}: {now}"
+        handle = serve.get_deployment_handle("AdapterRegistry", app_name=APP)
+        return [e.name for e in handle.entries.remote().result(timeout_s=10)]
+
+    waited = "the registry's replacement to answer"
+    kept = eventually(restarted, what=waited, timeout_s=90, interval_s=0.5, retry_on=(AssertionError, TimeoutError))
+    assert kept == ["l-kept"]
+    time.sleep(1.0)  # ten of the ingress's syncs with the replacement, which drop what the registry no longer lists
+    assert "l-kept" in {c["id"] for c in httpx.get(f"{lora}/v1/models", timeout=30).json()["data"]}
+    assert text(chat(lora, "l-kept")) == before
+    assert admin(lora, "/v1/unload_lora_adapter", {"lora_name": "l-kept"}).status_code == 200
 
 
 def test_an_adapter_that_cannot_run_on_its_base_is_refused_by_name_and_the_base_serves_on(
