@@ -100,7 +100,9 @@ def check_what_the_clients_saw(loss: NodeLoss, worker: str) -> None:
     assert stable_breaker() == catalog.BREAKER_VALUES["closed"]
     after = rollout_state(HEAD_URL, CHAT)
     assert after["phase"] == "progressing" and after["step"] == 0, after["history"][-1]["reason"]
-    assert after["reading"]["canary_replicas_lost"] == 1
+    # at most once: none when no canary request reached the lost replica, or when the controller was on the lost node
+    # (its step's windows start again)
+    assert after["reading"]["canary_replicas_lost"] in (0, 1)
 
 
 def _ok(response: httpx.Response) -> httpx.Response:
