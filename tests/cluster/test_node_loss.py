@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from app.observability import catalog
 from bench.cluster import alive_nodes
-from bench.load import Call
-from bench.node_loss import NodeLoss, lose_worker
+from bench.node_loss import NodeLoss, chat_call, lose_worker
 from tests.cluster.conftest import (
     CANARY_DEPLOYMENT,
     CHAT,
@@ -25,23 +23,13 @@ from tests.cluster.conftest import (
     ask,
     wait_spread,
 )
-from tests.cluster.test_spread import scrape
+from tests.cluster.test_spread import ok, scrape
 from tests.eventually import HTTP_RETRIED, eventually
 from tests.serve.conftest import rollout_state
 
 pytestmark = pytest.mark.timeout(600)
 REQUESTS = 300
 HEAD_URL = f"http://127.0.0.1:{PORTS.head_http}"
-
-
-def call(index: int) -> Call:
-    body = {
-        "model": CHAT,
-        "messages": [{"role": "user", "content": f"story {index}"}],
-        "max_tokens": 24,
-        "stream": index % 3 == 0,  # as bench.node_loss counts streams
-    }
-    return Call("/v1/chat/completions", body)
 
 
 def stable_breaker() -> float:
@@ -62,7 +50,8 @@ def test_a_lost_node_loses_no_unary_request_and_is_replaced(
     assert before["phase"] == "progressing" and before["step"] == 0, before
 
     try:
-        loss = asyncio.run(lose_worker(cluster, call, cluster_graph.request_log, requests=REQUESTS, timeout_s=300))
+        load = lose_worker(cluster, chat_call(CHAT, 24), cluster_graph.request_log, requests=REQUESTS, timeout_s=300)
+        loss = asyncio.run(load)
         check_what_the_clients_saw(loss, worker)
     finally:  # KubeRay starts a pod in place of the lost one (and the other tests find two nodes)
         joined = time.monotonic()
@@ -75,7 +64,7 @@ def test_a_lost_node_loses_no_unary_request_and_is_replaced(
     wait_spread("Ingress", 2, timeout_s=120)
     wait_spread(CANARY_DEPLOYMENT, 2, timeout_s=120)
     response = eventually(
-        lambda: _ok(ask(cluster.worker_url)), what="the new node's proxy to answer", timeout_s=60, retry_on=HTTP_RETRIED
+        lambda: ok(ask(cluster.worker_url)), what="the new node's proxy to answer", timeout_s=60, retry_on=HTTP_RETRIED
     )
     assert response.headers["x-served-by"] in (f"{CHAT}@stable", f"{CHAT}@canary")
 
@@ -103,8 +92,3 @@ def check_what_the_clients_saw(loss: NodeLoss, worker: str) -> None:
     # at most once: none when no canary request reached the lost replica, or when the controller was on the lost node
     # (its step's windows start again)
     assert after["reading"]["canary_replicas_lost"] in (0, 1)
-
-
-def _ok(response: httpx.Response) -> httpx.Response:
-    assert response.status_code == 200, response.text[:200]
-    return response

@@ -25,12 +25,12 @@ def test_replicas_and_ingresses_spread_over_both_nodes(cluster_graph: ClusterGra
 def test_each_nodes_proxy_serves_the_graph(cluster_graph: ClusterGraph) -> None:
     for base in (cluster_graph.cluster.head_url, cluster_graph.cluster.worker_url):
         response = eventually(
-            lambda base=base: _ok(ask(base)), what=f"{base} to answer", timeout_s=60, retry_on=HTTP_RETRIED
+            lambda base=base: ok(ask(base)), what=f"{base} to answer", timeout_s=60, retry_on=HTTP_RETRIED
         )
         assert response.headers["x-served-by"] in (f"{CHAT}@stable", f"{CHAT}@canary")
 
 
-def _ok(response: httpx.Response) -> httpx.Response:
+def ok(response: httpx.Response) -> httpx.Response:
     assert response.status_code == 200, response.text[:200]
     return response
 
