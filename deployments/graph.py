@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import ray
@@ -23,6 +25,7 @@ from app.config import (
     load_config,
 )
 from app.engines.vllm_chat import cpu_environment
+from app.haproxy import hard_stop_problem
 from app.placement import CONTROLLER_CPUS, Node, pack, replicas, report, tensor_parallel_bundles
 from deployments.adapter_registry import AdapterRegistry
 from deployments.chat_model import ChatModel
@@ -41,6 +44,7 @@ def build_app(args: dict[str, Any]) -> Application:
 
 def bind_graph(config: GraphConfig) -> Application:
     check_capacity(config)
+    check_ingress_proxy(config, os.environ)
     weights_dir = str(config.resolved_weights_dir())
     handles: dict[str, dict[str, Application]] = {}
     bound: dict[tuple[str, str], Application] = {}
@@ -118,6 +122,14 @@ def _deployment(model: ModelConfig, version: ModelVersion) -> Deployment:
         options["placement_group_strategy"] = "STRICT_PACK"
     deployment: Deployment = cls.options(ray_actor_options=actor_options, **options)
     return deployment
+
+
+def check_ingress_proxy(config: GraphConfig, env: Mapping[str, str]) -> None:
+    """Refuse HAProxy settings (read by Ray from this process's environment, as on every node) under which its
+    reloads would cut requests that the graph still lets run."""
+    problem = hard_stop_problem(env, config.limits.request_timeout_s)
+    if problem is not None:
+        raise ConfigError(problem)
 
 
 def check_capacity(config: GraphConfig) -> None:

@@ -50,3 +50,18 @@ def test_max_replicas_per_node_reaches_serve() -> None:
     assert (spread.max_replicas_per_node, free.max_replicas_per_node) == (1, None)
     ingress = bind_ingress(config, {}, None)._bound_deployment
     assert ingress._replica_config.max_replicas_per_node == 1 and ingress.num_replicas == 2
+
+
+def test_haproxy_that_would_cut_long_requests_is_refused() -> None:
+    import pytest
+
+    from app.config import ConfigError
+    from app.haproxy import haproxy_env
+    from deployments.graph import check_ingress_proxy
+
+    (app,) = yaml.safe_load((ROOT / "serve_config.gpu.yaml").read_text())["applications"]
+    config = load_config(app["args"])
+    check_ingress_proxy(config, {})  # Serve's Python proxy
+    check_ingress_proxy(config, haproxy_env(config.limits.request_timeout_s, 8))
+    with pytest.raises(ConfigError, match="RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S=120 is below"):
+        check_ingress_proxy(config, {"RAY_SERVE_ENABLE_HA_PROXY": "1"})
