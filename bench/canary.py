@@ -54,7 +54,7 @@ def run(scale: float) -> Table:
             "ingress either way.",
         ],
     )
-    with servers.graph("noop", throughput_optimized=True) as base:
+    with servers.graph("noop", front=servers.Front.DIRECT) as base:
         for share in CANARY_SHARES:
             model = canary_model(share)
             first = measure(base, user_call(model), f"{share:g}% canary, {load.requests} users", load)

@@ -1,6 +1,7 @@
 """Benchmark 2: the graph's own cost. The same no-op chat service (bench/noop.py) behind FastAPI/uvicorn alone vs
-behind the graph (the product's Ingress -> a NoopChat replica), by Serve's proxy and with
-RAY_SERVE_THROUGHPUT_OPTIMIZED=1 (the ingress replica serves HTTP itself)."""
+behind the graph (the product's Ingress -> a NoopChat replica): by Serve's HAProxy ingress (as `make serve` runs it),
+by Serve's Python proxy, and with RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and no proxy (the ingress replica's own HTTP
+server, the floor of what a front can cost)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from bench.graphs import NOOP_MODEL
 from bench.load import Call, Summary
 from bench.report import LOAD_HEADERS, Table, ratio
 from bench.runs import Load, summarize
+from bench.servers import Front
 
 LATENCY = Load(requests=300, concurrency=1, duration_s=20, warmup=30)
 CEILING = Load(requests=3000, concurrency=32, duration_s=20, warmup=100)
@@ -23,15 +25,16 @@ def noop_call(index: int) -> Call:
 
 SIDES: list[tuple[str, str]] = [
     ("plain", "FastAPI + uvicorn, no Ray"),
-    ("graph", "graph, Serve's proxy"),
-    ("graph-throughput", "graph, RAY_SERVE_THROUGHPUT_OPTIMIZED=1"),
+    (Front.HAPROXY.value, "graph, Serve's HAProxy ingress (make serve)"),
+    (Front.PYTHON_PROXY.value, "graph, Serve's Python proxy"),
+    (Front.DIRECT.value, "graph, the ingress replica's own server (RAY_SERVE_THROUGHPUT_OPTIMIZED=1)"),
 ]
 
 
 def _server(key: str) -> AbstractContextManager[str]:
     if key == "plain":
         return servers.plain()
-    return servers.graph("noop", throughput_optimized=key == "graph-throughput")
+    return servers.graph("noop", front=Front(key))
 
 
 def run(scale: float) -> Table:
@@ -47,7 +50,7 @@ def run(scale: float) -> Table:
         notes=[
             "Non-streamed chat completions of 16 tokens from a no-op engine (bench/noop.py): request parsing, "
             "prompt tokenization and response shaping run in both; the graph adds its policy pipeline, the "
-            "ingress-to-replica hop and, by default, Serve's proxy.",
+            "ingress-to-replica hop and its front (HAProxy or Serve's proxy).",
             "Overhead per request: the graph's p50 less the plain app's at concurrency 1. Request ceiling: "
             "requests/s at concurrency 32. The load generator shares the CPUs with the server.",
         ],

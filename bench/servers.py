@@ -11,12 +11,14 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
+from enum import Enum
 from pathlib import Path
 
 import httpx
 
-from app.config import ModelVersion
+from app.config import LimitsConfig, ModelVersion
 from app.engines.vllm_chat import cpu_environment, vllm_argv
+from app.haproxy import bundled_binary, haproxy_env
 from bench.graphs import CHAT_MODEL, ROOT
 
 LOGS = ROOT / ".cache" / "bench"  # git-ignored
@@ -25,6 +27,7 @@ PORTS = {
     "plain": 8153,
     "graph": 8154,
     "graph-throughput": 8155,
+    "graph-python-proxy": 8174,
     "chat": 8156,
     "embeddings": 8157,
     "prefix-one": 8159,
@@ -121,22 +124,35 @@ def _stop(process: subprocess.Popen[bytes], grace_s: float = 60) -> None:
     process.wait(10)
 
 
-def graph(name: str, *, throughput_optimized: bool = False, timeout_s: float = 300) -> Server:
-    key = "graph-throughput" if throughput_optimized else ("graph" if name == "noop" else name)
-    env = {
-        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1" if throughput_optimized else "0",
-        "BENCH_METRICS_PORT": str(METRICS_PORT),
-    }
-    if throughput_optimized:  # Serve picks the replica's port from a range; pin it to ours
+class Front(Enum):
+    """What takes a bench graph's HTTP requests."""
+
+    HAPROXY = "haproxy"  # Serve's HAProxy ingress, as `make serve` runs the graph
+    PYTHON_PROXY = "python-proxy"  # Serve's Python proxy, reaching the ingress over gRPC
+    DIRECT = "direct"  # RAY_SERVE_THROUGHPUT_OPTIMIZED=1 and no proxy: the ingress replica's own HTTP server
+
+
+def front_env(front: Front) -> dict[str, str]:
+    if front is Front.HAPROXY:
+        return haproxy_env(LimitsConfig().request_timeout_s, os.cpu_count() or 1, binary=bundled_binary())
+    env = {"RAY_SERVE_ENABLE_HA_PROXY": "0", "RAY_SERVE_PROXY_USE_GRPC": "1"}
+    if front is Front.DIRECT:  # Serve picks the replica's port from a range; pin it to ours
+        env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
         env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(DIRECT_INGRESS_PORT)
         env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(DIRECT_INGRESS_PORT + 1)
-    argv = [_python(), "-m", "bench.graph_server", name, str(PORTS[key])]
-    label = f"graph-{name}" + ("-throughput" if throughput_optimized else "")
-    return (
-        _direct(server(label, argv, PORTS[key], "/ready", timeout_s, env))
-        if throughput_optimized
-        else server(label, argv, PORTS[key], "/ready", timeout_s, env)
+    return env
+
+
+def graph(name: str, *, front: Front = Front.HAPROXY, timeout_s: float = 300) -> Server:
+    """A bench graph (`bench.graphs`) behind `front`; by default as `make serve` runs the product."""
+    key = {Front.DIRECT: "graph-throughput", Front.PYTHON_PROXY: "graph-python-proxy"}.get(
+        front, "graph" if name == "noop" else name
     )
+    env = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "BENCH_METRICS_PORT": str(METRICS_PORT), **front_env(front)}
+    argv = [_python(), "-m", "bench.graph_server", name, str(PORTS[key])]
+    label = f"graph-{name}" + ("" if front is Front.HAPROXY else f"-{front.value}")
+    started = server(label, argv, PORTS[key], "/ready", timeout_s, env)
+    return _direct(started) if front is Front.DIRECT else started
 
 
 @contextmanager

@@ -72,4 +72,3 @@ def table(names: list[str], plan: list[Shape], runs: dict[tuple[str, Shape], lis
                 f"{cells[3]} / {cells[4]}", cells[5], verdict,
             )  # fmt: skip
     return result
-

