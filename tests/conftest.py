@@ -14,6 +14,10 @@ TEST_HTTP_PORT = int(os.environ.get("INFERENCE_GRAPH_TEST_PORT", "8123"))
 TEST_METRICS_PORT = int(os.environ.get("INFERENCE_GRAPH_TEST_METRICS_PORT", str(TEST_HTTP_PORT + 20000)))
 TEST_OTLP_PORT = int(os.environ.get("INFERENCE_GRAPH_TEST_OTLP_PORT", str(TEST_HTTP_PORT + 21000)))
 TRACE_EXPORTER = "app.observability.tracing:otlp_exporter"
+# HAProxy's stats page and metrics exporter (Ray's defaults, 8404 and 9101, would collide with another cluster on this
+# host); kept below Serve's direct-ingress ports (30000-31000) and out of Ray's worker port range
+TEST_HAPROXY_STATS_PORT = TEST_HTTP_PORT + 24000
+TEST_HAPROXY_METRICS_PORT = TEST_HTTP_PORT + 25000
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -34,6 +38,19 @@ def ray_cluster(request_log_path: Path) -> Iterator[str]:
     import ray
     from ray import serve
 
+    from app.config import LimitsConfig
+    from app.haproxy import bundled_binary, haproxy_env
+
+    # Serve's HAProxy ingress, as `make serve` runs the graph; Ray's processes read it from their environment
+    os.environ.update(
+        haproxy_env(
+            LimitsConfig().request_timeout_s,
+            os.cpu_count() or 1,
+            binary=bundled_binary(),
+            stats_port=TEST_HAPROXY_STATS_PORT,
+            metrics_port=TEST_HAPROXY_METRICS_PORT,
+        )
+    )
     env = {
         # Ray 2.60's proxy reads its tracing setup from these variables only (not from tracing_config)
         "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": TRACE_EXPORTER,
