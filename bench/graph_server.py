@@ -16,7 +16,7 @@ def main(name: str, port: int) -> None:
     import ray
     from ray import serve
 
-    from bench.graphs import build
+    from bench.graphs import build, default_logging_config
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -32,7 +32,8 @@ def main(name: str, port: int) -> None:
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         override = os.environ.get("BENCH_INGRESS_MAX_ONGOING")
-        serve.run(build(name, int(override) if override else None), name=APP_NAME, route_prefix="/", blocking=False)
+        app = build(name, int(override) if override else None)
+        serve.run(app, name=APP_NAME, route_prefix="/", logging_config=default_logging_config())
         print(f"bench graph {name} deployed on port {port}", flush=True)
         stop.wait()
     finally:

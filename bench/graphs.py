@@ -30,6 +30,12 @@ def default_args() -> dict[str, Any]:
     return dict(app["args"])
 
 
+def default_logging_config() -> dict[str, Any]:
+    """The default config's Serve logging (its access log off), for the bench graphs' applications."""
+    config: dict[str, Any] = yaml.safe_load((ROOT / "serve_config.yaml").read_text()).get("logging_config") or {}
+    return config
+
+
 def _default_model(name: str) -> dict[str, Any]:
     return next(dict(m) for m in default_args()["models"] if m["name"] == name)
 
