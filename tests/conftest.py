@@ -15,7 +15,7 @@ TEST_METRICS_PORT = int(os.environ.get("INFERENCE_GRAPH_TEST_METRICS_PORT", str(
 TEST_OTLP_PORT = int(os.environ.get("INFERENCE_GRAPH_TEST_OTLP_PORT", str(TEST_HTTP_PORT + 21000)))
 TRACE_EXPORTER = "app.observability.tracing:otlp_exporter"
 # HAProxy's stats page and metrics exporter (Ray's defaults, 8404 and 9101, would collide with another cluster on this
-# host); kept below Serve's direct-ingress ports (30000-31000) and out of Ray's worker port range
+# host); kept off Serve's direct-ingress ports (30000-31000) and out of Ray's worker port range (10002-19999)
 TEST_HAPROXY_STATS_PORT = TEST_HTTP_PORT + 24000
 TEST_HAPROXY_METRICS_PORT = TEST_HTTP_PORT + 25000
 
